@@ -1,0 +1,20 @@
+"""Pretrained timm backbones for Stable-Baselines3: features extractors, fine-tuning callbacks, wrappers."""
+
+from sb3_pretrained.compat import apply_fixes
+from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.extractors import TimmExtractor
+from sb3_pretrained.weights import PACKAGED_WEIGHTS, CheckpointMismatchError, WeightsNotFoundError
+
+__version__ = "0.1.0"
+
+apply_fixes()
+
+__all__ = [
+    "PACKAGED_WEIGHTS",
+    "CheckpointMismatchError",
+    "Stage",
+    "TimmExtractor",
+    "WeightsNotFoundError",
+    "backbone_stages",
+    "create_backbone",
+]

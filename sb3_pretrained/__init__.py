@@ -2,7 +2,9 @@
 
 from sb3_pretrained.compat import apply_fixes
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.callbacks import GradualUnfreezing, LRWarmup
 from sb3_pretrained.extractors import TimmExtractor
+from sb3_pretrained.optim import grouped
 from sb3_pretrained.weights import PACKAGED_WEIGHTS, CheckpointMismatchError, WeightsNotFoundError
 
 __version__ = "0.1.0"
@@ -12,9 +14,12 @@ apply_fixes()
 __all__ = [
     "PACKAGED_WEIGHTS",
     "CheckpointMismatchError",
+    "GradualUnfreezing",
+    "LRWarmup",
     "Stage",
     "TimmExtractor",
     "WeightsNotFoundError",
     "backbone_stages",
     "create_backbone",
+    "grouped",
 ]

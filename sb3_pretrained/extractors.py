@@ -15,6 +15,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.optim import GROUP_ATTR
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
 from sb3_pretrained.weights import PretrainedSpec
 
@@ -85,6 +86,10 @@ class TimmExtractor(BaseFeaturesExtractor):
     :param interpolation: resize mode; default the model's (e.g. ``bicubic``)
     :param mean: normalization mean; default the model's pretrained config
     :param std: normalization std; default the model's pretrained config
+    :param backbone_lr_scale: the backbone's (top stage's) LR as a fraction of the head's, in (0, 1]
+    :param layer_decay: each stage below the top trains at this fraction of the stage above (timm's layer-wise
+        LR decay), in (0, 1]; None for no decay. Scales take effect through a grouped optimizer
+        (:func:`sb3_pretrained.optim.grouped`), which every sb3_pretrained fine-tuning callback installs.
     :param train_bn: let BatchNorm layers of trainable stages update their running statistics in
         ``train()`` mode. Default False: BN stays in eval mode, as in most fine-tuning practice
         (it also keeps PPO's rollout and update passes identical).
@@ -103,6 +108,8 @@ class TimmExtractor(BaseFeaturesExtractor):
         interpolation: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
         train_bn: bool = False,
         normalized_image: bool = False,
         model_kwargs: dict[str, Any] | None = None,
@@ -119,6 +126,9 @@ class TimmExtractor(BaseFeaturesExtractor):
                 f"or 1 (grayscale, repeated to RGB).{layout} For frame stacks or other channel counts, convert the "
                 "observation to RGB with a wrapper, or keep one frame per observation."
             )
+        for label, scale in (("backbone_lr_scale", backbone_lr_scale), ("layer_decay", layer_decay)):
+            if scale is not None and not 0.0 < scale <= 1.0:
+                raise ValueError(f"{label} must be in (0, 1] (a fraction of the head's learning rate), got {scale}.")
         if features_dim is not None and features_dim < 1:
             raise ValueError(f"features_dim must be a positive int or None (raw pooled features), got {features_dim}.")
         super().__init__(observation_space, features_dim=1)
@@ -149,6 +159,11 @@ class TimmExtractor(BaseFeaturesExtractor):
             self._features_dim = features_dim
 
         self.stages: list[Stage] = backbone_stages(self.backbone)
+        params = dict(self.backbone.named_parameters())
+        for depth, stage in enumerate(reversed(self.stages)):
+            scale = backbone_lr_scale * (layer_decay or 1.0) ** depth
+            for name in stage.params:
+                setattr(params[name], GROUP_ATTR, (f"backbone.{stage.name}", scale))
         self.train_bn = train_bn
         self.trainable_stages = 0
         self.set_trainable_stages(0 if frozen else len(self.stages))

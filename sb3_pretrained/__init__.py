@@ -3,7 +3,7 @@
 from sb3_pretrained.compat import apply_fixes
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.callbacks import GradualUnfreezing, LRWarmup
-from sb3_pretrained.extractors import TimmExtractor
+from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
 from sb3_pretrained.optim import grouped
 from sb3_pretrained.weights import PACKAGED_WEIGHTS, CheckpointMismatchError, WeightsNotFoundError
 
@@ -18,6 +18,7 @@ __all__ = [
     "LRWarmup",
     "Stage",
     "TimmExtractor",
+    "TimmMultiInputExtractor",
     "WeightsNotFoundError",
     "backbone_stages",
     "create_backbone",

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -52,6 +53,43 @@ def _check_image_space(observation_space: spaces.Space, normalized_image: bool, 
     return observation_space.shape
 
 
+FRAME_MODES = ("per_frame", "channel")
+FUSIONS = ("concat", "flare")
+
+
+def frame_layout(shape: tuple[int, ...], frame_stack: int, frame_mode: str, model_name: str) -> int:
+    """Channels per frame of a (C, H, W) observation holding ``frame_stack`` frames; raises with the options that
+    would fit when the channel count fits no mode."""
+    if frame_mode not in FRAME_MODES:
+        raise ValueError(f"frame_mode must be one of {FRAME_MODES}, got {frame_mode!r}.")
+    if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
+        raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}.")
+    channels = shape[0]
+    if channels % frame_stack == 0 and channels // frame_stack in (1, 3):
+        return channels // frame_stack
+    if shape[-1] in (1, 3, 4) and channels > 12:
+        raise ValueError(
+            f"Observation shape {tuple(shape)} looks channel-last (H, W, C). SB3 transposes uint8 images inside a "
+            "VecEnv automatically; otherwise wrap the env with VecTransposeImage."
+        )
+    fits = [f"frame_stack={channels // c} ({c}-channel frames)" for c in (3, 1) if channels % c == 0 and channels // c > 1]
+    if channels in (1, 3):
+        fits.insert(0, "frame_stack=1")
+    raise ValueError(
+        f"Observation shape {tuple(shape)} has {channels} channels, which is not frame_stack={frame_stack} frames of 1 "
+        f"(grayscale) or 3 (RGB) channels for '{model_name}'. "
+        + f"Options that fit: {', or '.join(fits)}."
+    )
+
+
+def fuse_frames(embeddings: torch.Tensor, fusion: str) -> torch.Tensor:
+    """(N, k, F) per-frame embeddings, oldest first -> (N, k*F): concatenated, or FLARE (last + deltas)."""
+    if fusion == "flare":
+        deltas = embeddings[:, 1:] - embeddings[:, :-1]
+        return torch.cat([embeddings[:, -1], deltas.flatten(1)], dim=1)
+    return embeddings.flatten(1)
+
+
 class TimmExtractor(BaseFeaturesExtractor):
     """Any timm model as a Stable-Baselines3 features extractor, pretrained weights kept intact.
 
@@ -90,6 +128,12 @@ class TimmExtractor(BaseFeaturesExtractor):
     :param layer_decay: each stage below the top trains at this fraction of the stage above (timm's layer-wise
         LR decay), in (0, 1]; None for no decay. Scales take effect through a grouped optimizer
         (:func:`sb3_pretrained.optim.grouped`), which every sb3_pretrained fine-tuning callback installs.
+    :param frame_stack: frames stacked along the channel axis (SB3's ``VecFrameStack``), oldest first
+    :param frame_mode: ``"per_frame"``: one shared backbone embeds each frame, embeddings are fused by
+        ``fusion``; ``"channel"``: the backbone's first conv takes all stacked channels, adapted from its
+        pretrained RGB weights (timm's ``adapt_input_conv``)
+    :param fusion: how per-frame embeddings are combined: ``"concat"``, or ``"flare"`` (last embedding plus the
+        differences between consecutive embeddings)
     :param train_bn: let BatchNorm layers of trainable stages update their running statistics in
         ``train()`` mode. Default False: BN stays in eval mode, as in most fine-tuning practice
         (it also keeps PPO's rollout and update passes identical).
@@ -110,22 +154,17 @@ class TimmExtractor(BaseFeaturesExtractor):
         std: Sequence[float] | None = None,
         backbone_lr_scale: float = 1.0,
         layer_decay: float | None = None,
+        frame_stack: int = 1,
+        frame_mode: str = "per_frame",
+        fusion: str = "concat",
         train_bn: bool = False,
         normalized_image: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         channels, height, width = _check_image_space(observation_space, normalized_image, type(self).__name__)
-        if channels not in (1, 3):
-            layout = (
-                " It looks channel-last (H, W, C): SB3 transposes uint8 images inside a VecEnv automatically, "
-                "otherwise wrap the env with VecTransposeImage."
-                if observation_space.shape[-1] in (1, 3) else ""
-            )
-            raise ValueError(
-                f"Observation has {channels} channels (shape {observation_space.shape}); '{model_name}' takes 3 (RGB) "
-                f"or 1 (grayscale, repeated to RGB).{layout} For frame stacks or other channel counts, convert the "
-                "observation to RGB with a wrapper, or keep one frame per observation."
-            )
+        frame_channels = frame_layout(observation_space.shape, frame_stack, frame_mode, model_name)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
         for label, scale in (("backbone_lr_scale", backbone_lr_scale), ("layer_decay", layer_decay)):
             if scale is not None and not 0.0 < scale <= 1.0:
                 raise ValueError(f"{label} must be in (0, 1] (a fraction of the head's learning rate), got {scale}.")
@@ -134,8 +173,13 @@ class TimmExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=1)
 
         self.model_name = model_name
+        self.frame_stack, self.frame_mode, self.fusion = frame_stack, frame_mode, fusion
+        self._frame_channels = frame_channels
+        per_frame = frame_mode == "per_frame"
         loading = rebuilding_saved_model()
-        self.backbone, self.weight_source = create_backbone(model_name, False if loading else pretrained, **(model_kwargs or {}))
+        self.backbone, self.weight_source = create_backbone(
+            model_name, False if loading else pretrained, in_chans=3 if per_frame else channels, **(model_kwargs or {})
+        )
         if loading:
             self.weight_source = "the saved model's state dict"
         cfg = self.backbone.pretrained_cfg
@@ -143,14 +187,20 @@ class TimmExtractor(BaseFeaturesExtractor):
             size = (height, width)
         else:
             size = as_size(input_size) or as_size(cfg.get("input_size")) or (height, width)
+        mean = tuple(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(std or cfg.get("std", (0.229, 0.224, 0.225)))
+        if not per_frame:  # one normalization per input channel of the adapted first conv
+            if frame_channels == 1:
+                mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+            mean, std = mean * frame_stack, std * frame_stack
         self.preprocess = BackbonePreprocess(
             size,
             interpolation or cfg.get("interpolation", "bilinear"),
-            mean or cfg.get("mean", (0.485, 0.456, 0.406)),
-            std or cfg.get("std", (0.229, 0.224, 0.225)),
-            gray_to_rgb=channels == 1,
+            mean,
+            std,
+            gray_to_rgb=per_frame and frame_channels == 1,
         )
-        num_features = self.backbone.num_features
+        num_features = self.backbone.num_features * (frame_stack if per_frame else 1)
         if features_dim is None:
             self.head: nn.Module = nn.Identity()
             self._features_dim = num_features
@@ -224,12 +274,17 @@ class TimmExtractor(BaseFeaturesExtractor):
         return self
 
     def forward_backbone(self, observations: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features for a batch of observations, without the projection head."""
+        """Pooled backbone features for a batch of observations (frames fused), without the projection head."""
+        batch = observations.shape[0]
+        per_frame = self.frame_mode == "per_frame" and self.frame_stack > 1
+        if per_frame:  # (N, k*C, H, W) -> (N*k, C, H, W): one shared backbone embeds every frame
+            observations = observations.reshape(batch * self.frame_stack, self._frame_channels, *observations.shape[-2:])
         images = self.preprocess(observations)
-        if self.trainable_stages == 0:
-            with torch.no_grad():
-                return self.backbone(images)
-        return self.backbone(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable_stages > 0):
+            features = self.backbone(images)
+        if per_frame:
+            features = fuse_frames(features.view(batch, self.frame_stack, -1), self.fusion)
+        return features
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_backbone(observations))
@@ -239,3 +294,67 @@ class TimmExtractor(BaseFeaturesExtractor):
             f"model_name={self.model_name!r}, weights={self.weight_source!r}, "
             f"trainable_stages={self.trainable_stages}/{len(self.stages)}"
         )
+
+
+class TimmMultiInputExtractor(BaseFeaturesExtractor):
+    """Dict observations (``MultiInputPolicy``): every image key goes through one shared TimmExtractor (several
+    cameras, one copy of the weights, one batched forward when their shapes agree); the other keys
+    (proprioception) are flattened and concatenated after it, as R3M and MVP do.
+
+    :param observation_space: Dict space with at least one image key
+    :param model_name: timm model name
+    :param image_keys: which keys are images (default: every key SB3 considers an image)
+    :param normalized_image: image keys are already floats in [0, 1]
+    :param timm_kwargs: every other :class:`TimmExtractor` argument (``pretrained``, ``frozen``, ``features_dim``,
+        ``input_size``, ``frame_stack``, ...), shared by all cameras
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        model_name: str,
+        image_keys: Sequence[str] | None = None,
+        normalized_image: bool = False,
+        **timm_kwargs: Any,
+    ) -> None:
+        if not isinstance(observation_space, spaces.Dict):
+            raise ValueError(
+                f"TimmMultiInputExtractor takes a Dict observation space (MultiInputPolicy), got {observation_space}. "
+                "Use TimmExtractor with CnnPolicy for a single image."
+            )
+        if image_keys is None:
+            image_keys = [
+                k for k, s in observation_space.spaces.items()
+                if is_image_space(s, check_channels=False, normalized_image=normalized_image)
+            ]
+        unknown = [k for k in image_keys if k not in observation_space.spaces]
+        if unknown or not image_keys:
+            raise ValueError(
+                f"No usable image keys ({unknown or 'none found'}) in the Dict observation {list(observation_space.spaces)}. "
+                "Image keys must be uint8 Boxes of shape (C, H, W); name them with image_keys=[...]."
+            )
+        channels = {observation_space[k].shape[0] for k in image_keys}
+        if len(channels) > 1:
+            raise ValueError(f"All image keys must have the same channel count for one shared backbone; got {channels}.")
+        super().__init__(observation_space, features_dim=1)
+        self.image_keys = list(image_keys)
+        self.vector_keys = [k for k in observation_space.spaces if k not in self.image_keys]
+        for key in self.vector_keys:
+            if not isinstance(observation_space[key], spaces.Box):
+                raise ValueError(f"Non-image key '{key}' must be a Box (proprioception vector), got {observation_space[key]}.")
+        self.images = TimmExtractor(
+            observation_space[self.image_keys[0]], model_name, normalized_image=normalized_image, **timm_kwargs
+        )
+        shapes = {observation_space[k].shape for k in self.image_keys}
+        self._batched = len(shapes) == 1  # same shape: all cameras in one backbone pass
+        vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.vector_keys)
+        self._features_dim = len(self.image_keys) * self.images.features_dim + vector_dim
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._batched:
+            stacked = torch.cat([observations[k] for k in self.image_keys])
+            per_camera = self.images(stacked).chunk(len(self.image_keys))
+        else:
+            per_camera = [self.images(observations[k]) for k in self.image_keys]
+        vectors = [observations[k].flatten(1).float() for k in self.vector_keys]
+        return torch.cat([*per_camera, *vectors], dim=1)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import timm
-import torch
-from stable_baselines3.common.envs import FakeImageEnv
+import os
 
-from sb3_pretrained import weights
+# Tiny models run fastest single-threaded, and 2-core CI must not oversubscribe (zoo tests start subprocesses).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3.common.envs import FakeImageEnv  # noqa: E402
+
+from sb3_pretrained import weights  # noqa: E402
 
 TINY_MODEL = "test_efficientnet"
 

@@ -139,8 +139,12 @@ def test_non_image_spaces_are_refused(space, match):
 
 
 def test_wrong_channel_count_says_what_to_do():
-    with pytest.raises(ValueError, match="has 4 channels.*takes 3 \\(RGB\\) or 1"):
+    with pytest.raises(ValueError, match="has 4 channels.*Options that fit: frame_stack=4 \\(1-channel frames\\)"):
         TimmExtractor(_space((4, 84, 84)), TINY_MODEL, pretrained=False)
+    with pytest.raises(ValueError, match="has 5 channels, which is not frame_stack=2.*frame_stack=5"):
+        TimmExtractor(_space((5, 84, 84)), TINY_MODEL, pretrained=False, frame_stack=2)
+    with pytest.raises(ValueError, match="has 12 channels, which is not frame_stack=3.*frame_stack=4 \\(3-channel"):
+        TimmExtractor(_space((12, 84, 84)), TINY_MODEL, pretrained=False, frame_stack=3)
     with pytest.raises(ValueError, match="looks channel-last"):
         TimmExtractor(_space((64, 64, 3)), TINY_MODEL, pretrained=False)
 

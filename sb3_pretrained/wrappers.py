@@ -1,0 +1,289 @@
+"""Env wrappers that turn image observations into backbone inputs, and the frozen fast path.
+
+- :class:`BackboneImage` (gymnasium): channel order, grayscale -> RGB, crop, optional resize, uint8 [0, 255].
+- :class:`FrozenBackboneEmbedding` (SB3 VecEnv): embeds every observation once per step, batched over all
+  envs, with a frozen backbone; the agent sees vectors (a small MLP policy, small replay buffers).
+
+All keyword arguments are YAML-friendly (lists, not tuples), for rl_zoo3's ``env_wrapper`` / ``vec_env_wrapper``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from PIL import Image
+from stable_baselines3.common.preprocessing import is_image_space_channels_first
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from sb3_pretrained.extractors import FUSIONS, TimmExtractor, fuse_frames
+from sb3_pretrained.weights import PretrainedSpec
+
+_PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
+
+
+def _image_layout(space: spaces.Space, where: str) -> str:
+    """``"hw"``, ``"hwc"`` or ``"chw"`` for an image Box; raises for anything else."""
+    if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
+        raise ValueError(
+            f"{where}: expected an image Box of shape (H, W), (H, W, C) or (C, H, W); got {space}. "
+            "Only image observations can be turned into backbone inputs."
+        )
+    if space.dtype != np.uint8 and not (np.issubdtype(space.dtype, np.floating) and np.all(space.high <= 1.0)):
+        raise ValueError(
+            f"{where}: unsupported dtype {space.dtype} (bounds [{space.low.min()}, {space.high.max()}]). "
+            "Images must be uint8 in [0, 255] or floats in [0, 1]."
+        )
+    if len(space.shape) == 2:
+        return "hw"
+    if space.shape[-1] in (1, 3, 4):
+        return "hwc"
+    if space.shape[0] in (1, 3, 4):
+        return "chw"
+    raise ValueError(
+        f"{where}: shape {space.shape} has no channel axis of 1 (grayscale), 3 (RGB) or 4 (RGBA) channels at either end."
+    )
+
+
+class BackboneImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Make image observations what a pretrained backbone takes: (H, W, 3) or (H, W, 1) uint8 in [0, 255].
+
+    The output stays channel-last uint8, so SB3 still treats it as an image (``VecTransposeImage`` is added and
+    pixels are scaled by 1/255). Resizing to the backbone's size happens on the device, inside the extractor;
+    ``resize`` here stores the resized frame in every buffer instead: a 96x96 frame resized to 224x224
+    takes 5.4x the memory per stored observation (and twice that in a replay buffer: obs and next_obs).
+
+    :param env: env with an image observation, or a Dict observation holding images
+    :param keys: for Dict observations, the image keys to convert (default: every (H, W[, C]) Box)
+    :param grayscale_to_rgb: repeat a single channel three times (the extractor can also do it on the device)
+    :param crop: pixels to cut at [top, bottom, left, right]
+    :param resize: [height, width] to resize to in the env (see the memory cost above)
+    :param interpolation: ``area``, ``bilinear``, ``bicubic`` or ``nearest``, for ``resize``
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        keys: Sequence[str] | None = None,
+        grayscale_to_rgb: bool = False,
+        crop: Sequence[int] | None = None,
+        resize: Sequence[int] | None = None,
+        interpolation: str = "area",
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, keys=keys, grayscale_to_rgb=grayscale_to_rgb, crop=crop, resize=resize, interpolation=interpolation
+        )
+        gym.ObservationWrapper.__init__(self, env)
+        if crop is not None and (len(crop) != 4 or min(crop) < 0):
+            raise ValueError(f"crop must be [top, bottom, left, right] pixels >= 0, got {crop!r}.")
+        if resize is not None and (len(resize) != 2 or min(resize) < 1):
+            raise ValueError(f"resize must be [height, width], got {resize!r}.")
+        if interpolation not in _PIL_RESAMPLE:
+            raise ValueError(f"interpolation must be one of {sorted(_PIL_RESAMPLE)}, got {interpolation!r}.")
+        self.grayscale_to_rgb = grayscale_to_rgb
+        self.crop = list(crop) if crop is not None else None
+        self.resize = list(resize) if resize is not None else None
+        self.resample = _PIL_RESAMPLE[interpolation]
+
+        space = env.observation_space
+        if isinstance(space, spaces.Dict):
+            candidates = [k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and len(s.shape) in (2, 3)]
+            self.keys = list(keys) if keys is not None else candidates
+            unknown = [k for k in self.keys if k not in space.spaces]
+            if unknown or not self.keys:
+                raise ValueError(f"Image keys {unknown or self.keys} not usable; the Dict observation has {list(space.spaces)}.")
+            self.layouts = {k: _image_layout(space[k], f"BackboneImage key '{k}'") for k in self.keys}
+            self.observation_space = spaces.Dict(
+                {k: self._out_space(space[k], self.layouts[k]) if k in self.layouts else s for k, s in space.spaces.items()}
+            )
+        else:
+            if keys is not None:
+                raise ValueError(f"keys={keys!r} is only for Dict observations; this env observes {space}.")
+            self.keys = None
+            self.layouts = {None: _image_layout(space, "BackboneImage")}
+            self.observation_space = self._out_space(space, self.layouts[None])
+
+    def _out_space(self, space: spaces.Box, layout: str) -> spaces.Box:
+        height, width, channels = self._hwc(np.zeros(space.shape, dtype=space.dtype), layout).shape
+        return spaces.Box(0, 255, (height, width, channels), np.uint8)
+
+    def _hwc(self, image: np.ndarray, layout: str) -> np.ndarray:
+        if layout == "hw":
+            image = image[:, :, None]
+        elif layout == "chw":
+            image = np.transpose(image, (1, 2, 0))
+        if image.dtype != np.uint8:
+            image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        if image.shape[-1] == 4:
+            image = image[:, :, :3]  # RGBA -> RGB
+        if self.crop is not None:
+            top, bottom, left, right = self.crop
+            height, width = image.shape[:2]
+            if top + bottom >= height or left + right >= width:
+                raise ValueError(f"crop {self.crop} removes the whole {height}x{width} image.")
+            image = image[top : height - bottom, left : width - right]
+        if self.grayscale_to_rgb and image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        if self.resize is not None:
+            height, width = self.resize
+            pil = Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image)
+            image = np.asarray(pil.resize((width, height), self.resample)).reshape(height, width, -1)
+        return np.ascontiguousarray(image)
+
+    def observation(self, observation):
+        if self.keys is None:
+            return self._hwc(observation, self.layouts[None])
+        return {k: self._hwc(v, self.layouts[k]) if k in self.layouts else v for k, v in observation.items()}
+
+
+class FrozenBackboneEmbedding(VecEnvWrapper):
+    """The frozen fast path: embed every env's image observation once per step, batched, with a frozen backbone.
+
+    The agent then sees embedding vectors: use ``MlpPolicy``; PPO epochs and every extractor copy (targets,
+    critics) rerun only small MLPs, and buffers store vectors (``dtype="float16"`` halves them) instead of
+    images. Terminal observations in ``infos`` are embedded too, so off-policy algorithms get correct
+    ``next_obs``. Frame stacks are stacked as embeddings (``frame_stack``), not as images.
+
+    A saved agent reproduces its actions when this wrapper is built again with the same arguments (the backbone
+    is not part of the saved model: keep ``pretrained`` pointing at the same weights).
+
+    :param venv: VecEnv with (H, W, C) or (C, H, W) uint8 image observations (grayscale or RGB)
+    :param model_name: timm model name
+    :param pretrained: weight source, as for :class:`~sb3_pretrained.TimmExtractor`
+    :param input_size: int, [height, width] or ``"native"``; default the model's pretrained size
+    :param interpolation: resize mode (default: the model's)
+    :param mean: normalization mean (default: the model's)
+    :param std: normalization std (default: the model's)
+    :param frame_stack: embeddings of the last ``frame_stack`` observations are fused (the episode's first
+        observation fills the history at reset)
+    :param fusion: ``"concat"`` or ``"flare"`` (last embedding plus consecutive differences)
+    :param dtype: ``"float32"`` or ``"float16"``: dtype of the observations the agent (and its buffers) get
+    :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    :param amp: run the backbone in bfloat16 autocast (default: on CUDA only)
+    :param channels_last: use the channels_last memory format (faster convolutions on CPU and GPU)
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        model_name: str,
+        pretrained: PretrainedSpec = True,
+        input_size: int | Sequence[int] | str | None = None,
+        interpolation: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        frame_stack: int = 1,
+        fusion: str = "concat",
+        dtype: str = "float32",
+        device: str = "auto",
+        amp: bool | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        space = venv.observation_space
+        layout = _image_layout(space, "FrozenBackboneEmbedding")
+        if space.dtype != np.uint8:
+            raise ValueError(f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage.")
+        self.channels_first = layout == "chw" and is_image_space_channels_first(space)
+        height, width, channels = (space.shape[1], space.shape[2], space.shape[0]) if self.channels_first else (
+            *space.shape[:2], space.shape[2] if layout == "hwc" else 1)
+        if channels not in (1, 3):
+            raise ValueError(
+                f"FrozenBackboneEmbedding embeds single frames of 1 or 3 channels; got {channels} (shape {space.shape}). "
+                "For stacked frames, apply VecFrameStack after this wrapper or use frame_stack here."
+            )
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+        if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
+            raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}.")
+
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.amp = self.device.type == "cuda" if amp is None else amp
+        self.channels_last = channels_last
+        self.extractor = TimmExtractor(
+            spaces.Box(0, 255, (channels, height, width), np.uint8),
+            model_name,
+            pretrained=pretrained,
+            frozen=True,
+            features_dim=None,
+            input_size=input_size,
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+        ).to(self.device).eval()
+        if channels_last:
+            self.extractor.backbone.to(memory_format=torch.channels_last)
+        self.frame_stack, self.fusion = frame_stack, fusion
+        self.numpy_dtype = np.dtype(dtype)
+        self.embedding_dim = self.extractor.backbone.num_features
+        embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * frame_stack,), self.numpy_dtype)
+        super().__init__(venv, observation_space=embedding_space)
+        self.history = torch.zeros(venv.num_envs, frame_stack, self.embedding_dim, device=self.device)
+
+    # What the TensorBoard logger and users inspect.
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.extractor.backbone
+
+    @property
+    def preprocess(self) -> torch.nn.Module:
+        return self.extractor.preprocess
+
+    @property
+    def model_name(self) -> str:
+        return self.extractor.model_name
+
+    @property
+    def weight_source(self) -> str:
+        return self.extractor.weight_source
+
+    @torch.inference_mode()
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """Pooled float32 embeddings of a batch of uint8 images in the wrapped env's layout."""
+        batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        if batch.dim() == 3:  # (N, H, W) grayscale
+            batch = batch.unsqueeze(1)
+        elif not self.channels_first:
+            batch = batch.permute(0, 3, 1, 2)
+        batch = batch.float().div_(255.0)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            images_in = self.extractor.preprocess(batch)
+            if self.channels_last:
+                images_in = images_in.contiguous(memory_format=torch.channels_last)
+            return self.extractor.backbone(images_in).float()
+
+    def _to_numpy(self, stacked: torch.Tensor) -> np.ndarray:
+        return stacked.to(torch.float16 if self.numpy_dtype == np.float16 else torch.float32).cpu().numpy()
+
+    def _stacked(self, history: torch.Tensor) -> torch.Tensor:
+        return fuse_frames(history, self.fusion) if self.frame_stack > 1 else history[:, -1]
+
+    def reset(self) -> VecEnvObs:
+        embeddings = self.embed(self.venv.reset())
+        self.history[:] = embeddings[:, None]
+        return self._to_numpy(self._stacked(self.history))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observations, rewards, dones, infos = self.venv.step_wait()
+        terminal = [i for i, info in enumerate(infos) if dones[i] and info.get("terminal_observation") is not None]
+        images = observations
+        if terminal:  # one forward pass for the new observations and the episodes' last ones
+            images = np.concatenate([observations, np.stack([infos[i]["terminal_observation"] for i in terminal])])
+        embeddings = self.embed(images)
+        current, last = embeddings[: len(observations)], embeddings[len(observations) :]
+        self.history = torch.roll(self.history, -1, dims=1)
+        self.history[:, -1] = current
+        if terminal:
+            ended = self.history[terminal].clone()
+            ended[:, -1] = last
+            for row, i in zip(self._to_numpy(self._stacked(ended)), terminal):
+                infos[i]["terminal_observation"] = row
+        for i in np.flatnonzero(dones):
+            self.history[i] = current[i]  # a new episode starts with a history of its first observation
+        return self._to_numpy(self._stacked(self.history)), rewards, dones, infos

@@ -138,6 +138,10 @@ class TimmExtractor(BaseFeaturesExtractor):
         ``train()`` mode. Default False: BN stays in eval mode, as in most fine-tuning practice
         (it also keeps PPO's rollout and update passes identical).
     :param normalized_image: the observation is already a float image in [0, 1] (SB3's name for it)
+    :param channels_last: run the backbone in the channels_last memory format (on a 2-core CPU it took
+        efficientnet_lite0 from about 35 to about 120 img/s at batch 8; on GPUs it enables tensor-core kernels)
+    :param amp: run the backbone under bfloat16 autocast; None (default) turns it on for CUDA inputs only.
+        bf16 keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
     :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
     """
 
@@ -159,6 +163,8 @@ class TimmExtractor(BaseFeaturesExtractor):
         fusion: str = "concat",
         train_bn: bool = False,
         normalized_image: bool = False,
+        channels_last: bool = True,
+        amp: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         channels, height, width = _check_image_space(observation_space, normalized_image, type(self).__name__)
@@ -216,6 +222,9 @@ class TimmExtractor(BaseFeaturesExtractor):
                 setattr(params[name], GROUP_ATTR, (f"backbone.{stage.name}", scale))
         self.train_bn = train_bn
         self.trainable_stages = 0
+        self.channels_last, self.amp = channels_last, amp
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
         self.set_trainable_stages(0 if frozen else len(self.stages))
 
     @property
@@ -279,9 +288,15 @@ class TimmExtractor(BaseFeaturesExtractor):
         per_frame = self.frame_mode == "per_frame" and self.frame_stack > 1
         if per_frame:  # (N, k*C, H, W) -> (N*k, C, H, W): one shared backbone embeds every frame
             observations = observations.reshape(batch * self.frame_stack, self._frame_channels, *observations.shape[-2:])
-        images = self.preprocess(observations)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable_stages > 0):
-            features = self.backbone(images)
+        images = self.preprocess(observations.float())
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        amp = self.amp if self.amp is not None else images.is_cuda
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable_stages > 0),
+            torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp),
+        ):
+            features = self.backbone(images).float()
         if per_frame:
             features = fuse_frames(features.view(batch, self.frame_stack, -1), self.fusion)
         return features

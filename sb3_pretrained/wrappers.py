@@ -162,7 +162,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     :param fusion: ``"concat"`` or ``"flare"`` (last embedding plus consecutive differences)
     :param dtype: ``"float32"`` or ``"float16"``: dtype of the observations the agent (and its buffers) get
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    :param amp: run the backbone in bfloat16 autocast (default: on CUDA only)
+    :param amp: run the backbone under bfloat16 autocast (default: on CUDA only)
     :param channels_last: use the channels_last memory format (faster convolutions on CPU and GPU)
     """
 
@@ -202,8 +202,6 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}.")
 
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        self.amp = self.device.type == "cuda" if amp is None else amp
-        self.channels_last = channels_last
         self.extractor = TimmExtractor(
             spaces.Box(0, 255, (channels, height, width), np.uint8),
             model_name,
@@ -214,9 +212,9 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             interpolation=interpolation,
             mean=mean,
             std=std,
+            channels_last=channels_last,
+            amp=amp,
         ).to(self.device).eval()
-        if channels_last:
-            self.extractor.backbone.to(memory_format=torch.channels_last)
         self.frame_stack, self.fusion = frame_stack, fusion
         self.numpy_dtype = np.dtype(dtype)
         self.embedding_dim = self.extractor.backbone.num_features
@@ -249,14 +247,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             batch = batch.unsqueeze(1)
         elif not self.channels_first:
             batch = batch.permute(0, 3, 1, 2)
-        batch = batch.float().div_(255.0)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            images_in = self.extractor.preprocess(batch)
-            if self.channels_last:
-                images_in = images_in.contiguous(memory_format=torch.channels_last)
-            return self.extractor.backbone(images_in).float()
+        return self.extractor.forward_backbone(batch.float().div_(255.0))
 
     def _to_numpy(self, stacked: torch.Tensor) -> np.ndarray:
         return stacked.to(torch.float16 if self.numpy_dtype == np.float16 else torch.float32).cpu().numpy()

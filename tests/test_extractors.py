@@ -165,3 +165,19 @@ def test_stages_from_timm_grouping_cover_every_parameter():
 def test_bad_features_dim():
     with pytest.raises(ValueError, match="features_dim must be a positive int"):
         TimmExtractor(_space((3, 32, 32)), TINY_MODEL, pretrained=False, features_dim=0)
+
+
+def test_channels_last_and_bf16_autocast_keep_the_features():
+    space = _space((3, 32, 32))
+    reference = TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=None, channels_last=False).eval()
+    fast = TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=None, channels_last=True).eval()
+    bf16 = TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=None, amp=True).eval()
+    fast.load_state_dict(reference.state_dict())
+    bf16.load_state_dict(reference.state_dict())
+    assert fast.backbone.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(4, 3, 32, 32)
+    expected = reference(images)
+    torch.testing.assert_close(fast(images), expected, rtol=1e-4, atol=1e-5)
+    low = bf16(images)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, expected, rtol=0.1, atol=0.05)

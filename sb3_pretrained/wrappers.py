@@ -19,7 +19,7 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_pretrained.extractors import FUSIONS, TimmExtractor, fuse_frames
+from sb3_pretrained.extractors import FRAME_MODES, FUSIONS, TimmExtractor, fuse_frames
 from sb3_pretrained.weights import PretrainedSpec
 
 _PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
@@ -160,6 +160,10 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     :param frame_stack: embeddings of the last ``frame_stack`` observations are fused (the episode's first
         observation fills the history at reset)
     :param fusion: ``"concat"`` or ``"flare"`` (last embedding plus consecutive differences)
+    :param frame_mode: ``"per_frame"`` (default): the env gives single frames, this wrapper stacks
+        ``frame_stack`` embeddings; ``"channel"``: the env gives ``frame_stack`` stacked images (VecFrameStack)
+        and one embedding is computed per stack by a first conv adapted to the stacked channels (a quarter of
+        the per-frame embeddings' size for a 4-frame stack)
     :param dtype: ``"float32"`` or ``"float16"``: dtype of the observations the agent (and its buffers) get
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     :param amp: run the backbone under bfloat16 autocast (default: on CUDA only)
@@ -177,6 +181,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         std: Sequence[float] | None = None,
         frame_stack: int = 1,
         fusion: str = "concat",
+        frame_mode: str = "per_frame",
         dtype: str = "float32",
         device: str = "auto",
         amp: bool | None = None,
@@ -189,10 +194,15 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         self.channels_first = layout == "chw" and is_image_space_channels_first(space)
         height, width, channels = (space.shape[1], space.shape[2], space.shape[0]) if self.channels_first else (
             *space.shape[:2], space.shape[2] if layout == "hwc" else 1)
-        if channels not in (1, 3):
+        if frame_mode not in FRAME_MODES:
+            raise ValueError(f"frame_mode must be one of {FRAME_MODES}, got {frame_mode!r}.")
+        stacked_images = frame_mode == "channel"  # the env stacks images; one embedding per stack
+        if not stacked_images and channels not in (1, 3):
             raise ValueError(
                 f"FrozenBackboneEmbedding embeds single frames of 1 or 3 channels; got {channels} (shape {space.shape}). "
-                "For stacked frames, apply VecFrameStack after this wrapper or use frame_stack here."
+                "Apply VecFrameStack after this wrapper (or use frame_stack here) to stack embeddings, or pass "
+                f"frame_mode='channel', frame_stack={channels if channels % 3 else channels // 3} to embed the stacked "
+                "images at once with an adapted first conv."
             )
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
@@ -206,6 +216,8 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             spaces.Box(0, 255, (channels, height, width), np.uint8),
             model_name,
             pretrained=pretrained,
+            frame_stack=frame_stack if stacked_images else 1,
+            frame_mode=frame_mode,
             frozen=True,
             features_dim=None,
             input_size=input_size,
@@ -215,12 +227,12 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             channels_last=channels_last,
             amp=amp,
         ).to(self.device).eval()
-        self.frame_stack, self.fusion = frame_stack, fusion
+        self.frame_stack, self.fusion = (1 if stacked_images else frame_stack), fusion
         self.numpy_dtype = np.dtype(dtype)
         self.embedding_dim = self.extractor.backbone.num_features
-        embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * frame_stack,), self.numpy_dtype)
+        embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * self.frame_stack,), self.numpy_dtype)
         super().__init__(venv, observation_space=embedding_space)
-        self.history = torch.zeros(venv.num_envs, frame_stack, self.embedding_dim, device=self.device)
+        self.history = torch.zeros(venv.num_envs, self.frame_stack, self.embedding_dim, device=self.device)
 
     # What the TensorBoard logger and users inspect.
     @property

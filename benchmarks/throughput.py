@@ -1,0 +1,240 @@
+"""Env-steps/s of full ``learn()`` and peak memory: the naive recipe, NatureCNN, our frozen extractor, the frozen
+fast path and fine-tuning, plus the env-only and backbone-only limits, measured in one run on one machine.
+
+    python benchmarks/throughput.py                                   # CPU, PPO, CarRacing-v3, 224 px
+    python benchmarks/throughput.py --algo dqn --env breakout --size 96
+    python benchmarks/throughput.py --device cuda --n-envs 16 --env breakout
+
+Each variant runs in its own subprocess (so peak memory is its own). Results are JSON lines on stdout (and
+appended to ``--out``). Single frames (no frame stack) for every variant: a stack multiplies the backbone's
+work equally for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+VARIANTS = ("naive", "naturecnn", "frozen", "fastpath", "finetune", "naive_finetune")
+ENV_IDS = {"carracing": "CarRacing-v3", "breakout": "BreakoutNoFrameskip-v4"}
+
+
+def make_env(env: str, n_envs: int, seed: int = 0):
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+
+    if env == "breakout":
+        import ale_py  # noqa: F401  (registers the ALE envs)
+
+        return make_atari_env(ENV_IDS[env], n_envs=n_envs, seed=seed)  # 84x84x1 grayscale
+    return make_vec_env(ENV_IDS[env], n_envs=n_envs, seed=seed, env_kwargs=dict(continuous=False))  # 96x96x3
+
+
+def naive_extractor_class():
+    """A timm extractor written the way the SB3 custom-policy docs teach: resize and normalize in forward,
+    ``requires_grad = False`` to freeze, nothing else."""
+    import timm
+    import torch as th
+    import torch.nn.functional as F
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    from sb3_pretrained.weights import PACKAGED_WEIGHTS
+
+    class NaiveTimmExtractor(BaseFeaturesExtractor):
+        def __init__(self, observation_space, size: int = 224, frozen: bool = True):
+            super().__init__(observation_space, features_dim=1280)
+            self.model = timm.create_model("efficientnet_lite0", num_classes=0)
+            checkpoint = th.load(PACKAGED_WEIGHTS["efficientnet_lite0"].path(), weights_only=True)
+            self.model.load_state_dict(dict(zip(self.model.state_dict(), checkpoint.values())))
+            if frozen:
+                for p in self.model.parameters():
+                    p.requires_grad = False
+            self.size = size
+            self.register_buffer("mean", th.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", th.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+        def forward(self, observations):
+            if observations.shape[1] == 1:
+                observations = observations.repeat(1, 3, 1, 1)
+            x = F.interpolate(observations, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            return self.model((x - self.mean) / self.std)
+
+    return NaiveTimmExtractor
+
+
+def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int):
+    from stable_baselines3 import DQN, PPO
+
+    from sb3_pretrained import TimmExtractor
+    from sb3_pretrained.wrappers import FrozenBackboneEmbedding
+
+    env = make_env(env_name, n_envs)
+    policy, policy_kwargs = "CnnPolicy", {}
+    if variant in ("naive", "naive_finetune"):
+        policy_kwargs = dict(
+            features_extractor_class=naive_extractor_class(),
+            features_extractor_kwargs=dict(size=size, frozen=variant == "naive"),
+        )
+    elif variant in ("frozen", "finetune"):
+        policy_kwargs = dict(
+            features_extractor_class=TimmExtractor,
+            features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=variant == "frozen", input_size=size),
+        )
+    elif variant == "fastpath":
+        env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype="float16")
+        policy = "MlpPolicy"
+    if algo == "ppo":
+        return PPO(policy, env, n_steps=128, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)
+    return DQN(policy, env, buffer_size=buffer_size, learning_starts=256, train_freq=4, batch_size=32,
+               target_update_interval=1000, device=device, policy_kwargs=policy_kwargs, seed=0)
+
+
+def peak_memory(device: str) -> dict:
+    import torch
+
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.startswith("cuda"):
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def run_variant(args) -> dict:
+    import torch
+
+    model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size)
+    model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model.learn(args.timesteps, reset_num_timesteps=False)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    result = {"variant": args.variant, "steps": args.timesteps, "seconds": round(seconds, 2),
+              "env_steps_per_s": round(args.timesteps / seconds, 2), **peak_memory(args.device)}
+    if args.algo == "dqn":
+        buffer = model.replay_buffer
+        stored = buffer.observations.nbytes + (0 if buffer.optimize_memory_usage else buffer.next_observations.nbytes)
+        result["bytes_per_transition_obs"] = stored // buffer.buffer_size
+        result["obs_shape"], result["obs_dtype"] = list(buffer.obs_shape), str(buffer.observations.dtype)
+    return result
+
+
+def env_only(args) -> dict:
+    import numpy as np
+
+    env = make_env(args.env, args.n_envs)
+    env.reset()
+    actions = np.array([env.action_space.sample() for _ in range(args.n_envs)])
+    steps = max(args.n_envs * 50, args.timesteps // 2)
+    start = time.perf_counter()
+    for _ in range(steps // args.n_envs):
+        env.step(actions)
+    seconds = time.perf_counter() - start
+    return {"variant": "env_only", "env_steps_per_s": round(steps / seconds, 1)}
+
+
+def backbone_only(args, batch_sizes) -> list[dict]:
+    """Inference throughput as timm's benchmark.py measures it: eval, inference_mode, warm-up, then timed
+    batches; fp32 and bf16, with and without channels_last."""
+    import timm
+    import torch
+
+    results = []
+    for batch in batch_sizes:
+        for channels_last in (False, True):
+            for dtype in ("float32", "bfloat16"):
+                model = timm.create_model("efficientnet_lite0", num_classes=0).to(args.device).eval()
+                x = torch.rand(batch, 3, args.size, args.size, device=args.device)
+                if channels_last:
+                    model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+                autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+                with torch.inference_mode(), autocast:
+                    for _ in range(3):
+                        model(x)
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    iterations, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < args.backbone_seconds:
+                        model(x)
+                        iterations += 1
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    seconds = time.perf_counter() - start
+                results.append({"variant": "backbone_only", "batch": batch, "channels_last": channels_last,
+                                "dtype": dtype, "img_per_s": round(iterations * batch / seconds, 1)})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
+    parser.add_argument("--env", choices=sorted(ENV_IDS), default="carracing")
+    parser.add_argument("--size", type=int, default=224, help="backbone input size in px")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timesteps", type=int, default=2048, help="timed env steps per variant")
+    parser.add_argument("--naive-timesteps", type=int, default=None, help="timed steps for the slow naive variants")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="untimed steps first (default: one rollout)")
+    parser.add_argument("--buffer-size", type=int, default=100_000, help="DQN replay buffer size")
+    parser.add_argument("--backbone-seconds", type=float, default=5.0)
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    args = parser.parse_args()
+    if args.warmup_steps is None:
+        args.warmup_steps = 128 * args.n_envs if args.algo == "ppo" else 512
+
+    if args.variant:
+        print(json.dumps(run_variant(args)), flush=True)
+        return
+
+    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs,
+               "device": args.device, "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
+    lines: list[dict] = []
+
+    def emit(record: dict) -> None:
+        record = {**context, **record}
+        lines.append(record)
+        print(json.dumps(record), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    emit(env_only(args))
+    batch_sizes = sorted({args.n_envs, 256 if args.algo == "ppo" else 32})
+    for record in backbone_only(args, batch_sizes):
+        emit(record)
+    for variant in args.variants.split(","):
+        steps = args.naive_timesteps if variant in ("naive", "finetune", "naive_finetune") and args.naive_timesteps else args.timesteps
+        command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--timesteps", str(steps)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            emit({"variant": variant, "error": done.stderr.strip().splitlines()[-1:]})
+            continue
+        emit(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    by_variant = {r["variant"]: r for r in lines if "env_steps_per_s" in r}
+    env_rate = by_variant["env_only"]["env_steps_per_s"]
+    best = max(r["img_per_s"] for r in lines if r["variant"] == "backbone_only" and r["batch"] == args.n_envs)
+    limit = 1 / (1 / env_rate + 1 / best)
+    summary = {"variant": "summary", "limit_env_steps_per_s": round(limit, 2), "best_backbone_img_per_s": best}
+    for name in ("fastpath", "frozen"):
+        if name in by_variant:
+            summary[f"{name}_over_limit"] = round(by_variant[name]["env_steps_per_s"] / limit, 3)
+            for base in ("naive", "naturecnn"):
+                if base in by_variant:
+                    summary[f"{name}_over_{base}"] = round(by_variant[name]["env_steps_per_s"] / by_variant[base]["env_steps_per_s"], 2)
+    if "finetune" in by_variant and "naive_finetune" in by_variant:
+        summary["finetune_over_naive_finetune"] = round(
+            by_variant["finetune"]["env_steps_per_s"] / by_variant["naive_finetune"]["env_steps_per_s"], 2
+        )
+    emit(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -132,3 +132,24 @@ def test_in_chans_adapts_pretrained_rgb_conv(tiny_weights):
     model, _ = create_backbone(TINY_MODEL, pretrained=str(tiny_weights), in_chans=1)
     rgb = torch.load(tiny_weights, weights_only=True)["conv_stem.weight"]
     assert torch.allclose(model.conv_stem.weight, rgb.sum(dim=1, keepdim=True))
+
+
+def test_timm_weights_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """pretrained=True finds timm's own weights in the local HF cache, offline, when no package ships them."""
+    from huggingface_hub import constants
+
+    torch.manual_seed(7)
+    state = timm.create_model(TINY_MODEL).state_dict()
+    hub_id = timm.create_model(TINY_MODEL).pretrained_cfg["hf_hub_id"]
+    repo = tmp_path / f"models--{hub_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    model, source = create_backbone(TINY_MODEL, pretrained=True)
+    assert source == f"Hugging Face cache ({hub_id})"
+    assert all(torch.equal(t, state[k]) for k, t in model.state_dict().items())
+    with pytest.raises(WeightsNotFoundError, match="none is registered"):
+        create_backbone(TINY_MODEL, pretrained="package")

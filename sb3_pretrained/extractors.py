@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.policies import BaseModel, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.optim import GROUP_ATTR
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
 from sb3_pretrained.weights import PretrainedSpec
@@ -32,6 +33,27 @@ def rebuilding_saved_model() -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def policy_under_construction() -> BaseModel | None:
+    """The SB3 policy whose construction is building the caller, if any (found on the call stack)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, BaseModel):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def shared_feature_cache(config: dict[str, Any], capacity: int) -> FeatureCache:
+    """One FeatureCache for every extractor copy (actor, critics, targets) that a policy builds with ``config``;
+    a new one outside a policy."""
+    policy = policy_under_construction()
+    if policy is None:
+        return FeatureCache(capacity)
+    caches = policy.__dict__.setdefault("_sb3_pretrained_feature_caches", {})
+    return caches.setdefault(repr(sorted(config.items())), FeatureCache(capacity))
 
 
 def _check_image_space(observation_space: spaces.Space, normalized_image: bool, what: str) -> tuple[int, int, int]:
@@ -143,6 +165,11 @@ class TimmExtractor(BaseFeaturesExtractor):
     :param amp: run the backbone under bfloat16 autocast; None (default) turns it on for CUDA inputs only.
         bf16 keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
     :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
+    :param feature_cache: while the backbone is frozen, keep the features of the last this many distinct inputs
+        (single frames when ``frame_mode="per_frame"``) and compute each only once: PPO's epochs reuse the rollout's
+        features, and the copies a policy builds (targets, critics, actor) share one cache, so a batch goes through
+        the frozen backbone once. Rows of ``backbone.num_features`` floats (5 KB for efficientnet_lite0); 0 turns
+        it off. Cleared when weights are loaded or stages are unfrozen
     """
 
     def __init__(
@@ -166,7 +193,10 @@ class TimmExtractor(BaseFeaturesExtractor):
         channels_last: bool = True,
         amp: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        feature_cache: int = 32768,
     ) -> None:
+        config = {k: v for k, v in locals().items() if k not in ("self", "observation_space", "__class__")}
+        config["observation_shape"] = observation_space.shape
         channels, height, width = _check_image_space(observation_space, normalized_image, type(self).__name__)
         frame_channels = frame_layout(observation_space.shape, frame_stack, frame_mode, model_name)
         if fusion not in FUSIONS:
@@ -176,6 +206,8 @@ class TimmExtractor(BaseFeaturesExtractor):
                 raise ValueError(f"{label} must be in (0, 1] (a fraction of the head's learning rate), got {scale}.")
         if features_dim is not None and features_dim < 1:
             raise ValueError(f"features_dim must be a positive int or None (raw pooled features), got {features_dim}.")
+        if isinstance(feature_cache, bool) or not isinstance(feature_cache, int) or feature_cache < 0:
+            raise ValueError(f"feature_cache must be a number of rows >= 0 (0 turns the cache off), got {feature_cache!r}.")
         super().__init__(observation_space, features_dim=1)
 
         self.model_name = model_name
@@ -225,6 +257,7 @@ class TimmExtractor(BaseFeaturesExtractor):
         self.channels_last, self.amp = channels_last, amp
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        self.feature_cache = shared_feature_cache(config, feature_cache) if feature_cache else None
         self.set_trainable_stages(0 if frozen else len(self.stages))
 
     @property
@@ -241,6 +274,8 @@ class TimmExtractor(BaseFeaturesExtractor):
         """Train the top ``count`` stages of the backbone and freeze the rest (0 freezes all)."""
         if not 0 <= count <= len(self.stages):
             raise ValueError(f"count must be in [0, {len(self.stages)}] (stages: {self.stage_names}), got {count}.")
+        if count != self.trainable_stages and self.feature_cache is not None:
+            self.feature_cache.clear()
         self.trainable_stages = count
         params = dict(self.backbone.named_parameters())
         first_trainable = len(self.stages) - count
@@ -282,12 +317,28 @@ class TimmExtractor(BaseFeaturesExtractor):
         fn(self)
         return self
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        if self.feature_cache is not None:  # new weights: cached features are stale
+            self.feature_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
     def forward_backbone(self, observations: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features for a batch of observations (frames fused), without the projection head."""
         batch = observations.shape[0]
         per_frame = self.frame_mode == "per_frame" and self.frame_stack > 1
         if per_frame:  # (N, k*C, H, W) -> (N*k, C, H, W): one shared backbone embeds every frame
             observations = observations.reshape(batch * self.frame_stack, self._frame_channels, *observations.shape[-2:])
+        # Inference tensors cannot be kept for later training steps: no cache under inference_mode.
+        if self.feature_cache is not None and self.trainable_stages == 0 and not torch.is_inference_mode_enabled():
+            features = self.feature_cache.features(observations, self._embed)
+        else:
+            features = self._embed(observations)
+        if per_frame:
+            features = fuse_frames(features.view(batch, self.frame_stack, -1), self.fusion)
+        return features
+
+    def _embed(self, observations: torch.Tensor) -> torch.Tensor:
+        """Preprocess and run the backbone on a batch of single inputs: pooled float32 features."""
         images = self.preprocess(observations.float())
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -296,10 +347,7 @@ class TimmExtractor(BaseFeaturesExtractor):
             torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable_stages > 0),
             torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp),
         ):
-            features = self.backbone(images).float()
-        if per_frame:
-            features = fuse_frames(features.view(batch, self.frame_stack, -1), self.fusion)
-        return features
+            return self.backbone(images).float()
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_backbone(observations))

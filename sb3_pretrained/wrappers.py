@@ -226,6 +226,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             std=std,
             channels_last=channels_last,
             amp=amp,
+            feature_cache=0,  # every step brings new images
         ).to(self.device).eval()
         self.frame_stack, self.fusion = (1 if stacked_images else frame_stack), fusion
         self.numpy_dtype = np.dtype(dtype)

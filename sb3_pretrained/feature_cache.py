@@ -1,0 +1,132 @@
+"""A frozen backbone's features of recently seen inputs, so the same image is embedded once.
+
+A frozen backbone is a fixed function, yet SB3 runs it again and again on the same images: PPO reruns every
+rollout observation at each of its epochs, SAC/TD3/DQN run the same batch through 2-4 extractor copies
+(actor, critics, targets), and in a frame stack each frame comes back in the next 3 observations.
+:class:`FeatureCache` keys each input by an exact hash of its bits and computes only the rows it has not seen.
+
+The hash: two 64-bit sums of the input's float32 bit patterns times fixed random weights, computed on the input's
+device; integer arithmetic, so the key of a row does not depend on the batch it arrives in. Two different inputs
+share a key with probability about 2^-128.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+_HASH_SEED = 20261125
+_MAX_HASH_ELEMENTS = 1 << 24  # rows hashed at once are capped at this many values (an int64 temporary of 128 MB)
+_hash_weights: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _weights(width: int, device: torch.device) -> torch.Tensor:
+    key = (width, device)
+    if key not in _hash_weights:
+        generator = torch.Generator().manual_seed(_HASH_SEED)
+        low, high = -(2**62), 2**62
+        _hash_weights[key] = torch.randint(low, high, (2, width), generator=generator, dtype=torch.int64).to(device)
+    return _hash_weights[key]
+
+
+def row_keys(inputs: torch.Tensor) -> list[tuple[int, int]]:
+    """One exact 128-bit key per row of ``inputs`` (any shape (N, ...)): equal rows, equal keys."""
+    rows = inputs.detach().float().flatten(1)
+    if not rows.is_contiguous():
+        rows = rows.contiguous()
+    weights = _weights(rows.shape[1], rows.device)
+    chunk = max(1, _MAX_HASH_ELEMENTS // max(1, rows.shape[1]))
+    keys = []
+    for start in range(0, len(rows), chunk):
+        bits = rows[start : start + chunk].view(torch.int32).to(torch.int64)
+        keys.append(torch.stack([(bits * weights[0]).sum(1), (bits * weights[1]).sum(1)], dim=1))
+    return [tuple(k) for k in torch.cat(keys).cpu().tolist()] if keys else []
+
+
+class FeatureCache:
+    """Backbone features of the last ``capacity`` distinct inputs (first in, first out).
+
+    Only valid for a fixed function: the owner clears it whenever its weights or its frozen state change.
+    Several extractor copies of one policy that compute the same function share one cache.
+
+    :param capacity: rows kept, > 0; the storage grows with use up to ``capacity`` x feature size
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive number of rows, got {capacity!r}.")
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every stored row (the hit and miss counters stay)."""
+        self._slots: dict[tuple[int, int], int] = {}
+        self._keys: list[tuple[int, int] | None] = []
+        self._store: torch.Tensor | None = None
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def features(self, inputs: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``compute(inputs)``, computing only the rows not stored yet (each distinct row once) and storing them.
+
+        :param inputs: a batch (N, ...)
+        :param compute: the function being cached; maps a batch (M, ...) to features (M, F)
+        :return: features (N, F), a new tensor
+        """
+        if len(inputs) == 0:
+            return compute(inputs)
+        if self._store is not None and self._store.device != inputs.device:
+            self.clear()
+        keys = row_keys(inputs)
+        slots = [self._slots.get(key) for key in keys]
+        new_rows: dict[tuple[int, int], int] = {}  # key -> index into the computed batch
+        first_row: list[int] = []
+        for row, (key, slot) in enumerate(zip(keys, slots)):
+            if slot is None and key not in new_rows:
+                new_rows[key] = len(first_row)
+                first_row.append(row)
+        computed = compute(inputs[first_row]) if first_row else None
+        self.hits += len(keys) - len(first_row)
+        self.misses += len(first_row)
+
+        reference = computed if computed is not None else self._store
+        out = torch.empty(len(keys), reference.shape[1], dtype=reference.dtype, device=reference.device)
+        hit_rows = [row for row, slot in enumerate(slots) if slot is not None]
+        if hit_rows:
+            out[hit_rows] = self._store[[slots[row] for row in hit_rows]]
+        if computed is not None:
+            miss_rows = [row for row, slot in enumerate(slots) if slot is None]
+            out[miss_rows] = computed[[new_rows[keys[row]] for row in miss_rows]]
+            self._insert(list(new_rows), computed.detach())
+        return out
+
+    def _insert(self, keys: list[tuple[int, int]], rows: torch.Tensor) -> None:
+        keys, rows = keys[-self.capacity :], rows[-self.capacity :]
+        if self._store is None or self._store.dtype != rows.dtype:
+            self.clear()
+            self._store = rows.new_empty((0, rows.shape[1]))
+        slots = []
+        for key in keys:
+            slot = self._next
+            self._next = (self._next + 1) % self.capacity
+            if slot < len(self._keys):
+                evicted = self._keys[slot]
+                if evicted is not None:
+                    del self._slots[evicted]
+                self._keys[slot] = key
+            else:
+                self._keys.append(key)
+            self._slots[key] = slot
+            slots.append(slot)
+        needed = max(slots) + 1
+        if needed > len(self._store):
+            grown = min(self.capacity, max(needed, 2 * len(self._store)))
+            store = self._store.new_empty((grown, self._store.shape[1]))
+            store[: len(self._store)] = self._store
+            self._store = store
+        self._store[slots] = rows

@@ -1,0 +1,157 @@
+"""FeatureCache: a frozen backbone embeds each distinct input once (PPO epochs, extractor copies, frame stacks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+from sb3_pretrained import GradualUnfreezing, TimmExtractor
+from sb3_pretrained.feature_cache import FeatureCache, row_keys
+from tests.conftest import TINY_MODEL, image_env
+
+
+class CountingFunction:
+    """A fixed function of its input that records how many rows it was given."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.projection = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.rows += len(batch)
+        return batch.reshape(len(batch), -1) @ self.projection
+
+
+def test_row_keys_are_exact_and_independent_of_the_batch():
+    rows = torch.rand(6, 3, 2, 2)
+    keys = row_keys(rows)
+    assert len(set(keys)) == 6
+    assert row_keys(rows[[4, 1]]) == [keys[4], keys[1]]
+    assert row_keys(rows[2:3].clone()) == [keys[2]]
+    nudged = rows[:1].clone()
+    nudged[0, 1, 1, 0] = torch.nextafter(nudged[0, 1, 1, 0], torch.tensor(2.0))  # one ulp in one value
+    assert row_keys(nudged) != [keys[0]]
+    assert row_keys(torch.empty(0, 3, 2, 2)) == []
+
+
+def test_cache_computes_each_distinct_row_once_and_returns_the_same_values():
+    function, cache = CountingFunction(), FeatureCache(capacity=100)
+    first = torch.rand(4, 12)
+    torch.testing.assert_close(cache.features(first, function), function(first), rtol=0, atol=0)
+    assert function.rows == 4 + 4  # the cache's call and the reference call
+    mixed = torch.cat([first[[2, 0]], torch.rand(3, 12), first[[2]]])  # 3 seen rows, 3 new, one repeated
+    function.rows = 0
+    out = cache.features(mixed, function)
+    assert function.rows == 3
+    torch.testing.assert_close(out, mixed @ function.projection, rtol=1e-6, atol=1e-6)
+    assert (cache.hits, cache.misses, len(cache)) == (3, 7, 7)
+
+
+def test_cache_evicts_first_in_first_out():
+    function, cache = CountingFunction(), FeatureCache(capacity=3)
+    rows = torch.rand(5, 12)
+    cache.features(rows[:3], function)
+    cache.features(rows[3:5], function)  # evicts rows 0 and 1
+    function.rows = 0
+    cache.features(rows[2:5], function)
+    assert function.rows == 0
+    cache.features(rows[:1], function)
+    assert function.rows == 1 and len(cache) == 3
+    with pytest.raises(ValueError, match="positive number of rows"):
+        FeatureCache(0)
+
+
+class BackboneRows:
+    """Counts the images that go through a backbone (a forward hook)."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.rows = 0
+        backbone.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output) -> None:
+        self.rows += len(inputs[0])
+
+
+def _ppo(feature_cache: int, **kwargs) -> PPO:
+    return PPO("CnnPolicy", image_env(), n_steps=32, batch_size=16, n_epochs=4, seed=0, device="cpu", policy_kwargs=dict(
+        features_extractor_class=TimmExtractor,
+        features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32,
+                                       feature_cache=feature_cache, **kwargs)))
+
+
+def test_ppo_epochs_reuse_the_rollout_features():
+    cached, uncached = _ppo(32768), _ppo(0)
+    counts = {name: BackboneRows(m.policy.features_extractor.backbone) for name, m in [("on", cached), ("off", uncached)]}
+    cached.learn(64)
+    uncached.learn(64)
+    # Without the cache: each step's observation, the bootstrap and truncated episodes' last observations,
+    # then 4 epochs over the rollout's 32 observations, for 2 rollouts.
+    collection = counts["off"].rows - 2 * 4 * 32
+    assert collection >= 2 * (32 + 1)
+    # With it: only the collection, each distinct observation once; the epochs reuse its features.
+    assert counts["on"].rows <= collection
+    obs = torch.rand(5, 3, 32, 32)
+    extractor, reference = cached.policy.features_extractor, uncached.policy.features_extractor
+    reference.load_state_dict(extractor.state_dict())
+    torch.testing.assert_close(extractor.forward_backbone(obs), reference.forward_backbone(obs), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(extractor.forward_backbone(obs), reference.forward_backbone(obs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("algo,copies", [(DQN, 2), (SAC, 3)], ids=["DQN", "SAC"])
+def test_extractor_copies_of_a_policy_share_one_cache(algo, copies):
+    def build():
+        return algo("CnnPolicy", image_env(discrete=algo is DQN), buffer_size=200, learning_starts=32, batch_size=16,
+                    train_freq=8, seed=0, device="cpu", policy_kwargs=dict(
+                        features_extractor_class=TimmExtractor,
+                        features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32)))
+
+    model = build()
+    extractors = [m for m in model.policy.modules() if isinstance(m, TimmExtractor)]
+    assert len(extractors) == copies and len({id(e.feature_cache) for e in extractors}) == 1
+    other = [m for m in build().policy.modules() if isinstance(m, TimmExtractor)]
+    assert other[0].feature_cache is not extractors[0].feature_cache  # never across models
+    counts = [BackboneRows(e.backbone) for e in extractors]
+    obs = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        first = extractors[0].forward_backbone(obs)
+        others = [e.forward_backbone(obs) for e in extractors[1:]]
+    assert [c.rows for c in counts] == [4] + [0] * (copies - 1)  # one backbone pass for every copy
+    for features in others:
+        torch.testing.assert_close(features, first, rtol=0, atol=0)
+    model.learn(96)  # trains through the shared cache
+
+
+def test_frame_stack_embeds_each_new_frame_once():
+    env = VecFrameStack(DummyVecEnv([lambda: image_env(channels=1)] * 2), n_stack=4)
+    model = DQN("CnnPolicy", env, buffer_size=200, learning_starts=1000, seed=0, device="cpu", policy_kwargs=dict(
+        features_extractor_class=TimmExtractor,
+        features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32, frame_stack=4)))
+    count = BackboneRows(model.policy.q_net.features_extractor.backbone)
+    model.learn(40)
+    # 20 steps of 2 envs: each step brings one new frame per env (plus the reset frames), not four.
+    assert count.rows <= 2 * 20 + 2 * 2
+
+
+def test_cache_is_cleared_by_new_weights_and_skipped_once_unfrozen():
+    model = _ppo(32768)
+    extractor = model.policy.features_extractor
+    obs = torch.rand(3, 3, 32, 32)
+    before = extractor.forward_backbone(obs)
+    assert len(extractor.feature_cache) == 3
+    state = {k: v + 0.1 if v.is_floating_point() else v for k, v in extractor.state_dict().items()}
+    model.policy.load_state_dict({f"features_extractor.{k}": v for k, v in state.items()} | {
+        k: v for k, v in model.policy.state_dict().items() if not k.startswith("features_extractor.")})
+    assert len(extractor.feature_cache) == 0
+    assert not torch.allclose(extractor.forward_backbone(obs), before)
+
+    model.learn(32, callback=GradualUnfreezing({0: "all"}))
+    assert extractor.trainable_stages == len(extractor.stages) and len(extractor.feature_cache) == 0
+    features = extractor.forward_backbone(obs)
+    assert features.requires_grad and len(extractor.feature_cache) == 0
+
+
+def test_bad_feature_cache_argument():
+    with pytest.raises(ValueError, match="feature_cache must be a number of rows >= 0"):
+        _ppo(-1)

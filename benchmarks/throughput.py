@@ -66,7 +66,7 @@ def naive_extractor_class():
     return NaiveTimmExtractor
 
 
-def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int):
+def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int, n_steps: int):
     from stable_baselines3 import DQN, PPO
 
     from sb3_pretrained import TimmExtractor
@@ -88,7 +88,7 @@ def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device
         env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype="float16")
         policy = "MlpPolicy"
     if algo == "ppo":
-        return PPO(policy, env, n_steps=128, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)
+        return PPO(policy, env, n_steps=n_steps, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)
     return DQN(policy, env, buffer_size=buffer_size, learning_starts=256, train_freq=4, batch_size=32,
                target_update_interval=1000, device=device, policy_kwargs=policy_kwargs, seed=0)
 
@@ -105,7 +105,7 @@ def peak_memory(device: str) -> dict:
 def run_variant(args) -> dict:
     import torch
 
-    model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size)
+    model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps)
     model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="backbone input size in px")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--n-steps", type=int, default=128, help="PPO rollout length per env (batch 256, 10 epochs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timesteps", type=int, default=2048, help="timed env steps per variant")
     parser.add_argument("--naive-timesteps", type=int, default=None, help="timed steps for the slow naive variants")
@@ -187,13 +188,13 @@ def main() -> None:
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     if args.warmup_steps is None:
-        args.warmup_steps = 128 * args.n_envs if args.algo == "ppo" else 512
+        args.warmup_steps = args.n_steps * args.n_envs if args.algo == "ppo" else 512
 
     if args.variant:
         print(json.dumps(run_variant(args)), flush=True)
         return
 
-    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs,
+    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs, "n_steps": args.n_steps,
                "device": args.device, "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     lines: list[dict] = []
 

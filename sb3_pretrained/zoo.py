@@ -1,0 +1,390 @@
+"""sb3-pretrained's rl_zoo3 configs: where they live, and checking a config before the zoo runs it.
+
+The configs are rl_zoo3 hyperparameter files (``zoo_configs/<algo>[_<variant>].yml``, env ids as top-level keys).
+rl_zoo3 ``eval``\\s some of their strings itself (``policy_kwargs``, ``normalize``, ``replay_buffer_kwargs``, ...);
+:func:`validate_config` never does: it reads the YAML with ``yaml.safe_load``, parses those strings with
+:mod:`ast`, and checks what it can before any run folder exists:
+
+- the env id has an entry (or the ``atari`` / ``default`` entry the zoo falls back to);
+- the env's packages are installed (``ale_py``, ``Box2D``, ``minigrid``, ...);
+- every key is one rl_zoo3 or the algorithm takes, with a value of the right type;
+- import paths (``policy``, ``env_wrapper``, ``vec_env_wrapper``, ``callback``) resolve, and their keyword
+  arguments exist;
+- strings the zoo evaluates parse, and use only names the zoo's namespace defines;
+- every ``model_name`` is a timm model.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc
+import difflib
+import importlib
+import importlib.util
+import inspect
+import re
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sb3_pretrained.backbones import check_model_name
+
+CONFIG_DIR = Path(__file__).parent / "zoo_configs"
+#: ``--variant`` of the CLI -> file name pattern in :data:`CONFIG_DIR`.
+VARIANTS = {
+    "embedding": "{algo}_embedding.yml",  # frozen backbone in a VecEnv wrapper; the policy sees embeddings
+    "frozen": "{algo}.yml",  # frozen TimmExtractor inside the policy
+    "finetune": "{algo}_finetune.yml",  # TimmExtractor unfrozen gradually (GradualUnfreezing + LRWarmup)
+}
+
+#: Keys rl_zoo3 reads itself (the rest go to the algorithm's constructor).
+ZOO_KEYS = (
+    "n_envs", "n_timesteps", "env_wrapper", "vec_env_wrapper", "callback", "frame_stack", "normalize",
+    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std",
+)  # fmt: skip
+#: Constructor arguments the zoo passes itself: a config setting them makes the constructor fail.
+ZOO_PASSED = ("self", "env", "tensorboard_log", "seed", "verbose", "device", "_init_setup_model")
+#: String values rl_zoo3 eval()s in rl_zoo3.exp_manager's namespace.
+EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs", "normalize", "monitor_kwargs")
+#: Keys whose value the zoo turns into a schedule: a number, or "lin_<number>" (linear decay to 0).
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+IMPORT_KEYS = ("env_wrapper", "vec_env_wrapper", "callback")
+
+_ENV_PACKAGES = {
+    "atari": (("ale_py", "ale-py"), ("cv2", "opencv-python-headless")),
+    "box2d": (("Box2D", "box2d"), ("pygame", "pygame")),
+    "minigrid": (("minigrid", "minigrid"),),
+}
+
+
+class ConfigError(ValueError):
+    """A zoo config that would fail (or silently misbehave) under rl_zoo3; the message names the file, the key
+    and the fix."""
+
+
+def config_path(algo: str, variant: str = "frozen") -> Path:
+    """The shipped config file for ``algo`` and ``variant`` (see :data:`VARIANTS`).
+
+    :raises ConfigError: no such variant, or no shipped config for this algorithm
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"Unknown variant '{variant}'. Variants: {', '.join(VARIANTS)}.")
+    path = CONFIG_DIR / VARIANTS[variant].format(algo=algo)
+    if not path.is_file():
+        shipped = sorted({p.stem.split("_")[0] for p in shipped_configs()})
+        raise ConfigError(
+            f"sb3-pretrained ships no '{variant}' config for '{algo}' (expected {path.name}). Configs exist for: "
+            f"{', '.join(shipped)}. Pass your own with --conf-file FILE.yml."
+        )
+    return path
+
+
+def shipped_configs() -> list[Path]:
+    """Every config file shipped with the package."""
+    return sorted(CONFIG_DIR.glob("*.yml"))
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The YAML file as a dict of env id -> hyperparameters (``yaml.safe_load``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+        raise ConfigError(f"{path} must map env ids to dicts of hyperparameters, as rl_zoo3's hyperparams/*.yml do.")
+    return content
+
+
+def env_family(env_id: str) -> str | None:
+    """``"atari"``, ``"box2d"``, ``"minigrid"`` or None, from the registry when the id is registered and from its
+    name otherwise (an env whose package is missing is not registered)."""
+    import gymnasium as gym
+
+    spec = gym.envs.registry.get(env_id)
+    entry_point = str(spec.entry_point) if spec is not None else ""
+    if "ale_py" in entry_point or env_id.startswith("ALE/") or re.search(r"(NoFrameskip|Deterministic)-v[04]$", env_id):
+        return "atari"
+    if "box2d" in entry_point or env_id.split("-")[0] in ("CarRacing", "LunarLander", "LunarLanderContinuous", "BipedalWalker"):
+        return "box2d"
+    if "minigrid" in entry_point or env_id.startswith(("MiniGrid-", "BabyAI-")):
+        return "minigrid"
+    return None
+
+
+def check_env_dependencies(env_id: str) -> None:
+    """Raise a ConfigError naming what to ``pip install`` when a package ``env_id`` needs is missing."""
+    family = env_family(env_id)
+    missing = [pip for module, pip in _ENV_PACKAGES.get(family, ()) if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(
+            f"Env '{env_id}' ({family}) needs {', '.join(missing)}, which is not installed. "
+            f"Fix: pip install {' '.join(missing)}   (or every supported env: pip install 'sb3-pretrained[envs]')."
+        )
+
+
+def config_entry(config: dict[str, Any], env_id: str, where: str) -> tuple[str, dict[str, Any]]:
+    """The entry rl_zoo3 uses for ``env_id``: its own, else ``atari`` for Atari games, else ``default``."""
+    if env_id in config:
+        return env_id, config[env_id]
+    if env_family(env_id) == "atari" and "atari" in config:
+        return "atari", config["atari"]
+    if "default" in config:
+        return "default", config["default"]
+    close = difflib.get_close_matches(env_id, list(config), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"{where} has no entry for env '{env_id}'.{hint} Entries: {', '.join(config)}.")
+
+
+def valid_keys(algo: str) -> tuple[list[str], list[str]]:
+    """(keys rl_zoo3 reads, constructor arguments of ``algo`` a config may set)."""
+    params = inspect.signature(_algo_class(algo).__init__).parameters
+    return list(ZOO_KEYS), [name for name in params if name not in ZOO_PASSED]
+
+
+def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequence[str] = ()) -> None:
+    """Check the entry of ``env_id`` in the rl_zoo3 config ``path`` for ``algo``, without evaluating anything.
+
+    :param path: YAML config file
+    :param algo: rl_zoo3 algorithm name (``ppo``, ``dqn``, ...)
+    :param env_id: gymnasium env id
+    :param overrides: the zoo's ``--hyperparams`` items (``key:value``); their keys are checked
+    :raises ConfigError: the first problem found, naming the file, the key and the fix
+    """
+    config = load_config(path)
+    entry, hyperparams = config_entry(config, env_id, str(path))
+    where = f"{path} (entry '{entry}')"
+    check_env_dependencies(env_id)
+    zoo_keys, algo_keys = valid_keys(algo)
+    for key in [*hyperparams, *(item.split(":", 1)[0] for item in overrides)]:
+        if key not in zoo_keys and key not in algo_keys:
+            close = difflib.get_close_matches(key, zoo_keys + algo_keys, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            passed = " rl_zoo3 sets it itself (use its command-line flag)." if key in ZOO_PASSED else ""
+            raise ConfigError(
+                f"{where}: unknown key '{key}'.{hint}{passed} Keys rl_zoo3 reads: {', '.join(zoo_keys)}. "
+                f"Keys {algo.upper()} takes: {', '.join(algo_keys)}."
+            )
+    for required in ("policy", "n_timesteps"):
+        if required not in hyperparams:
+            raise ConfigError(f"{where}: '{required}' is missing; rl_zoo3 needs it in every entry.")
+    for key, value in hyperparams.items():
+        _check_value(where, algo, key, value)
+
+
+def _algo_class(algo: str) -> type:
+    from rl_zoo3.utils import ALGOS
+
+    if algo not in ALGOS:
+        raise ConfigError(f"Unknown algorithm '{algo}'. rl_zoo3 algorithms: {', '.join(ALGOS)}.")
+    return ALGOS[algo]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_error(where: str, key: str, expected: str, value: Any) -> ConfigError:
+    hint = ""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value.strip(), re.IGNORECASE):
+        hint = f" YAML reads {value} as a string: write !!float {value} (or the number in full)."
+    return ConfigError(f"{where}: '{key}' must be {expected}, got {value!r} ({type(value).__name__}).{hint}")
+
+
+def _check_value(where: str, algo: str, key: str, value: Any) -> None:
+    if key in ("n_envs", "frame_stack"):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise _type_error(where, key, "an int >= 1", value)
+    elif key in ("n_timesteps", "noise_std"):
+        if not (_number(value) and value > 0):
+            raise _type_error(where, key, "a number > 0", value)
+    elif key in SCHEDULE_KEYS:
+        if not (_number(value) or (isinstance(value, str) and re.fullmatch(r"lin_[-+]?[\d.]+(e[-+]?\d+)?", value))):
+            raise _type_error(where, key, "a number or 'lin_<number>' (linear decay to 0)", value)
+    elif key == "env_kwargs":
+        if not isinstance(value, dict):
+            raise _type_error(where, key, "a mapping of keyword arguments", value)
+    elif key in IMPORT_KEYS:
+        for name, kwargs in _import_specs(where, key, value):
+            _check_import(where, key, name, kwargs)
+    elif key == "policy":
+        _check_policy(where, algo, value)
+    elif key in EVALUATED_KEYS:
+        if isinstance(value, str):
+            _check_expression(where, key, value)
+        elif key == "normalize" and isinstance(value, bool):
+            pass
+        elif not isinstance(value, dict):
+            raise _type_error(where, key, "a Python expression string (rl_zoo3 evaluates it) or a mapping", value)
+        else:
+            _check_model_names(where, key, _model_names_in_data(value))
+    elif key == "noise_type":
+        if not isinstance(value, str):
+            raise _type_error(where, key, "a string ('normal' or 'ornstein-uhlenbeck')", value)
+    else:
+        hint = inspect.signature(_algo_class(algo).__init__).parameters[key].annotation
+        if not _matches(value, hint):
+            raise _type_error(where, key, _describe(hint), value)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a constructor annotation (YAML gives lists for tuples; unknown hints pass)."""
+    if hint in (inspect.Parameter.empty, Any):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return _number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (tuple, list) or origin in (tuple, list):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return True
+    if hint is dict or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    if origin in (type, collections.abc.Callable):
+        return False  # YAML cannot express a class or a function; rl_zoo3 converts only the keys handled above
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _import_specs(where: str, key: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(import path, kwargs) of each entry of an ``env_wrapper`` / ``vec_env_wrapper`` / ``callback`` value."""
+    usage = f"an import path, or a list of import paths and one-key mappings {{path: {{kwarg: value}}}}"
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            yield item, {}
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str):
+            name, kwargs = next(iter(item.items()))
+            if kwargs is not None and not isinstance(kwargs, dict):
+                raise _type_error(where, f"{key}: {name}", "a mapping of keyword arguments", kwargs)
+            yield name, kwargs or {}
+        else:
+            raise _type_error(where, key, usage + " (check the indentation)", item)
+
+
+def _resolve(where: str, key: str, name: str) -> Any:
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"{where}: {key} '{name}' is not an import path (package.module.Name).")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{where}: {key} '{name}': cannot import '{module_name}' ({err}).") from err
+    if not hasattr(module, attr):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, public, n=3)
+        hint = f" Did you mean {', '.join(f'{module_name}.{c}' for c in close)}?" if close else ""
+        raise ConfigError(f"{where}: {key} '{name}': module '{module_name}' has no '{attr}'.{hint}")
+    return getattr(module, attr)
+
+
+def _check_import(where: str, key: str, name: str, kwargs: dict[str, Any]) -> None:
+    target = _resolve(where, key, name)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = list(params)[0 if key == "callback" else 1 :]  # wrappers take the env first
+        for kwarg in kwargs:
+            if kwarg not in accepted:
+                close = difflib.get_close_matches(kwarg, accepted, n=3)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise ConfigError(
+                    f"{where}: {key} '{name}' has no argument '{kwarg}'.{hint} Its arguments: {', '.join(accepted)}."
+                )
+    _check_model_names(where, f"{key} '{name}'", _model_names_in_data(kwargs))
+
+
+def _check_policy(where: str, algo: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise _type_error(where, "policy", "a policy name (CnnPolicy, MlpPolicy, ...) or an import path", value)
+    if "." in value:
+        _resolve(where, "policy", value)
+        return
+    aliases = list(getattr(_algo_class(algo), "policy_aliases", {}))
+    if value not in aliases:
+        close = difflib.get_close_matches(value, aliases, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}: {algo.upper()} has no policy '{value}'.{hint} Policies: {', '.join(aliases)}.")
+
+
+def _check_expression(where: str, key: str, source: str) -> None:
+    """Parse a string the zoo will eval: syntax, free names against the zoo's namespace, backbone names."""
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as err:
+        raise ConfigError(f"{where}: '{key}' is not a valid Python expression ({err.msg}): {source!r}") from err
+    bound = {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    bound |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    namespace = _zoo_namespace()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in bound | namespace:
+            raise ConfigError(
+                f"{where}: '{key}' uses the name '{node.id}', which rl_zoo3's eval namespace does not define "
+                f"(NameError at startup). Import it inside the string, e.g. "
+                f"importlib.import_module('sb3_pretrained').{node.id} or importlib.import_module('package.module').{node.id}."
+            )
+    _check_model_names(where, key, _model_names_in_ast(tree))
+
+
+def _zoo_namespace() -> set[str]:
+    import builtins
+
+    import rl_zoo3.exp_manager
+
+    return set(vars(rl_zoo3.exp_manager)) | set(vars(builtins))
+
+
+def _model_names_in_ast(tree: ast.AST) -> list[str]:
+    """String values given to ``model_name`` as a keyword or a dict key, anywhere in the expression."""
+    names = []
+    for node in ast.walk(tree):
+        pairs = []
+        if isinstance(node, ast.keyword):
+            pairs = [(node.arg, node.value)]
+        elif isinstance(node, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+        names += [v.value for k, v in pairs if k == "model_name" and isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    return names
+
+
+def _model_names_in_data(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k == "model_name" and isinstance(v, str)]
+        return found + [n for v in value.values() for n in _model_names_in_data(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _model_names_in_data(v)]
+    return []
+
+
+def _check_model_names(where: str, key: str, names: list[str]) -> None:
+    for name in names:
+        try:
+            check_model_name(name)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {key}: {err}") from err

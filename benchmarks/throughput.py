@@ -21,6 +21,7 @@ import sys
 import time
 
 VARIANTS = ("naive", "naturecnn", "frozen", "fastpath", "finetune", "naive_finetune")
+SLOW = ("naive", "finetune", "naive_finetune")  # a rollout takes minutes on a CPU at 224 px
 ENV_IDS = {"carracing": "CarRacing-v3", "breakout": "BreakoutNoFrameskip-v4"}
 
 
@@ -106,7 +107,8 @@ def run_variant(args) -> dict:
     import torch
 
     model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps)
-    model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
+    if args.warmup_steps:
+        model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -180,7 +182,8 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=128, help="PPO rollout length per env (batch 256, 10 epochs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timesteps", type=int, default=2048, help="timed env steps per variant")
-    parser.add_argument("--naive-timesteps", type=int, default=None, help="timed steps for the slow naive variants")
+    parser.add_argument("--slow-timesteps", type=int, default=None,
+                        help=f"timed steps for the slow variants {SLOW}, which then run without warm-up")
     parser.add_argument("--warmup-steps", type=int, default=None, help="untimed steps first (default: one rollout)")
     parser.add_argument("--buffer-size", type=int, default=100_000, help="DQN replay buffer size")
     parser.add_argument("--backbone-seconds", type=float, default=5.0)
@@ -211,8 +214,9 @@ def main() -> None:
     for record in backbone_only(args, batch_sizes):
         emit(record)
     for variant in args.variants.split(","):
-        steps = args.naive_timesteps if variant in ("naive", "finetune", "naive_finetune") and args.naive_timesteps else args.timesteps
-        command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--timesteps", str(steps)]
+        command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
+        if variant in SLOW and args.slow_timesteps:
+            command += ["--timesteps", str(args.slow_timesteps), "--warmup-steps", "0"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             emit({"variant": variant, "error": done.stderr.strip().splitlines()[-1:]})

@@ -5,9 +5,10 @@ rollout observation at each of its epochs, SAC/TD3/DQN run the same batch throug
 (actor, critics, targets), and in a frame stack each frame comes back in the next 3 observations.
 :class:`FeatureCache` keys each input by an exact hash of its bits and computes only the rows it has not seen.
 
-The hash: two 64-bit sums of the input's float32 bit patterns times fixed random weights, computed on the input's
-device; integer arithmetic, so the key of a row does not depend on the batch it arrives in. Two different inputs
-share a key with probability about 2^-128.
+The key of a row: its float32 bit patterns, each scrambled by an invertible integer mixer (so that inputs differing
+only in high bits, such as pixels flipping between 0.0 and 1.0, still differ in every bit), then two sums of those
+times fixed random weights, modulo 2^32. Integer arithmetic is exact and associative, so the key of a row does not
+depend on the batch it arrives in or the device; two different rows share a key with probability about 2^-64.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 _HASH_SEED = 20261125
-_MAX_HASH_ELEMENTS = 1 << 24  # rows hashed at once are capped at this many values (an int64 temporary of 128 MB)
+_MAX_HASH_ELEMENTS = 1 << 24  # values hashed at once (int32 temporaries of 64 MB)
 _hash_weights: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
@@ -25,13 +26,20 @@ def _weights(width: int, device: torch.device) -> torch.Tensor:
     key = (width, device)
     if key not in _hash_weights:
         generator = torch.Generator().manual_seed(_HASH_SEED)
-        low, high = -(2**62), 2**62
-        _hash_weights[key] = torch.randint(low, high, (2, width), generator=generator, dtype=torch.int64).to(device)
+        weights = torch.randint(-(2**31), 2**31 - 1, (2, width), generator=generator, dtype=torch.int32)
+        _hash_weights[key] = weights.to(device)
     return _hash_weights[key]
 
 
+def _mix(bits: torch.Tensor) -> torch.Tensor:
+    """An invertible scramble of int32 values (xor-shift, odd multiply, xor-shift), wrapping like C's uint32."""
+    mixed = bits ^ ((bits >> 16) & 0xFFFF)
+    mixed *= 0x45D9F3B
+    return mixed ^ ((mixed >> 16) & 0xFFFF)
+
+
 def row_keys(inputs: torch.Tensor) -> list[tuple[int, int]]:
-    """One exact 128-bit key per row of ``inputs`` (any shape (N, ...)): equal rows, equal keys."""
+    """One exact 64-bit key per row of ``inputs`` (any shape (N, ...)): equal rows, equal keys."""
     rows = inputs.detach().float().flatten(1)
     if not rows.is_contiguous():
         rows = rows.contiguous()
@@ -39,8 +47,8 @@ def row_keys(inputs: torch.Tensor) -> list[tuple[int, int]]:
     chunk = max(1, _MAX_HASH_ELEMENTS // max(1, rows.shape[1]))
     keys = []
     for start in range(0, len(rows), chunk):
-        bits = rows[start : start + chunk].view(torch.int32).to(torch.int64)
-        keys.append(torch.stack([(bits * weights[0]).sum(1), (bits * weights[1]).sum(1)], dim=1))
+        mixed = _mix(rows[start : start + chunk].view(torch.int32))
+        keys.append(torch.stack([(mixed * w).sum(1, dtype=torch.int32) for w in weights], dim=1))
     return [tuple(k) for k in torch.cat(keys).cpu().tolist()] if keys else []
 
 

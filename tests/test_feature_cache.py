@@ -36,6 +36,15 @@ def test_row_keys_are_exact_and_independent_of_the_batch():
     assert row_keys(torch.empty(0, 3, 2, 2)) == []
 
 
+def test_row_keys_separate_images_that_differ_only_between_black_and_white():
+    # 0.0 and 1.0 differ only in high bits: a plain linear hash of the bits would collide often.
+    width = 3 * 16 * 16
+    one_pixel = torch.eye(width)
+    two_pixels = (torch.eye(width) + torch.eye(width).roll(1, dims=1)).clamp(max=1)
+    keys = row_keys(torch.cat([one_pixel, two_pixels, torch.zeros(1, width)]))
+    assert len(set(keys)) == 2 * width + 1
+
+
 def test_cache_computes_each_distinct_row_once_and_returns_the_same_values():
     function, cache = CountingFunction(), FeatureCache(capacity=100)
     first = torch.rand(4, 12)

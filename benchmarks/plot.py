@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 ORDER = ("naive", "naive_finetune", "naturecnn", "frozen", "fastpath", "finetune")
 LABELS = {
@@ -55,6 +56,7 @@ def main() -> None:
             ax.axvline(variants["summary"]["limit_env_steps_per_s"], color="#cc3311", linestyle="--", label="limit")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{algo.upper()} {env}, efficientnet_lite0 at {size} px, {n_envs} envs, {device}", fontsize=9)
         ax.invert_yaxis()
         ax.tick_params(labelsize=8)

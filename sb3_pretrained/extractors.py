@@ -184,7 +184,10 @@ class TimmExtractor(BaseFeaturesExtractor):
         (single frames when ``frame_mode="per_frame"``) and compute each only once: PPO's epochs reuse the rollout's
         features, and the copies a policy builds (targets, critics, actor) share one cache, so a batch goes through
         the frozen backbone once. Rows of ``backbone.num_features`` floats (5 KB for efficientnet_lite0); 0 turns
-        it off. Cleared when weights are loaded or stages are unfrozen
+        it off. Cleared when weights are loaded (``load_state_dict``, ``ALGO.load``, ``set_parameters``) or stages
+        are unfrozen; after changing frozen weights in place, call ``extractor.feature_cache.clear()``. Freeze and
+        unfreeze all copies together (as GradualUnfreezing does): a frozen copy that is updated in place (a target
+        network following an unfrozen online network) would keep serving old features
     """
 
     def __init__(

@@ -66,7 +66,8 @@ def naive_extractor_class():
     return NaiveTimmExtractor
 
 
-def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int, n_steps: int):
+def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int, n_steps: int,
+          grad_checkpointing: bool = False):
     from stable_baselines3 import DQN, PPO
 
     from sb3_pretrained import TimmExtractor
@@ -82,7 +83,8 @@ def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device
     elif variant in ("frozen", "finetune"):
         policy_kwargs = dict(
             features_extractor_class=TimmExtractor,
-            features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=variant == "frozen", input_size=size),
+            features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=variant == "frozen", input_size=size,
+                                           grad_checkpointing=grad_checkpointing and variant == "finetune"),
         )
     elif variant == "fastpath":
         env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype="float16")
@@ -108,7 +110,8 @@ def peak_memory(device: str) -> dict:
 def run_variant(args) -> dict:
     import torch
 
-    model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps)
+    model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps,
+                  args.grad_checkpointing)
     if args.warmup_steps:
         model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
     if args.device.startswith("cuda"):
@@ -187,6 +190,7 @@ def main() -> None:
     parser.add_argument("--slow-timesteps", type=int, default=None,
                         help=f"timed steps for the slow variants {SLOW}, which then run without warm-up")
     parser.add_argument("--warmup-steps", type=int, default=None, help="untimed steps first (default: one rollout)")
+    parser.add_argument("--grad-checkpointing", action="store_true", help="finetune variant: timm gradient checkpointing")
     parser.add_argument("--buffer-size", type=int, default=100_000, help="DQN replay buffer size")
     parser.add_argument("--backbone-seconds", type=float, default=5.0)
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -199,7 +203,7 @@ def main() -> None:
         print(json.dumps(run_variant(args)), flush=True)
         return
 
-    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs, "n_steps": args.n_steps,
+    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs, "n_steps": args.n_steps, "grad_checkpointing": args.grad_checkpointing,
                "device": args.device, "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     lines: list[dict] = []
 

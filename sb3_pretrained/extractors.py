@@ -180,6 +180,9 @@ class TimmExtractor(BaseFeaturesExtractor):
         efficientnet_lite0 on the 2-core CI CPU), as timm's benchmark runs inference. bf16 keeps float32's exponent
         range, so no gradient scaler is needed when fine-tuning
     :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
+    :param grad_checkpointing: recompute the backbone's activations in the backward pass instead of storing them
+        (timm's ``set_grad_checkpointing``): less memory when fine-tuning, for about one more forward pass. With
+        ``train_bn=True`` the recomputation updates BatchNorm statistics a second time
     :param feature_cache: while the backbone is frozen, keep the features of the last this many distinct inputs
         (single frames when ``frame_mode="per_frame"``) and compute each only once: PPO's epochs reuse the rollout's
         features, and the copies a policy builds (targets, critics, actor) share one cache, so a batch goes through
@@ -211,6 +214,7 @@ class TimmExtractor(BaseFeaturesExtractor):
         channels_last: bool = True,
         amp: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
         feature_cache: int = 32768,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "observation_space", "__class__")}
@@ -238,6 +242,14 @@ class TimmExtractor(BaseFeaturesExtractor):
         )
         if loading:
             self.weight_source = "the saved model's state dict"
+        if grad_checkpointing:
+            try:
+                self.backbone.set_grad_checkpointing(True)
+            except (AssertionError, AttributeError, NotImplementedError) as err:
+                raise ValueError(
+                    f"timm's '{model_name}' does not support gradient checkpointing ({err or type(err).__name__}). "
+                    "Use grad_checkpointing=False, or a smaller batch_size / input_size to save memory."
+                ) from err
         cfg = self.backbone.pretrained_cfg
         if input_size == "native":
             size = (height, width)

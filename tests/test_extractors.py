@@ -197,3 +197,17 @@ def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(fr
     assert not torch.equal(features[True], features[False])
     expected = features[True] if frozen and extractors_module.CPU_NATIVE_BF16 else features[False]
     torch.testing.assert_close(features[None], expected, rtol=0, atol=0)
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    space = _space((3, 32, 32))
+    plain = TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=8, amp=False)
+    checkpointed = TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=8, amp=False, grad_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    assert checkpointed.backbone.grad_checkpointing and not plain.backbone.grad_checkpointing
+    images = torch.rand(4, 3, 32, 32)
+    for extractor in (plain, checkpointed):
+        extractor.train()(images).square().sum().backward()
+    for (name, a), b in zip(plain.backbone.named_parameters(), checkpointed.backbone.parameters()):
+        assert a.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)

@@ -72,7 +72,7 @@ class FeatureCache:
     def clear(self) -> None:
         """Forget every stored row (the hit and miss counters stay)."""
         self._slots: dict[tuple[int, int], int] = {}
-        self._keys: list[tuple[int, int] | None] = []
+        self._keys: list[tuple[int, int]] = []  # the key in each slot
         self._store: torch.Tensor | None = None
         self._next = 0
 
@@ -123,9 +123,7 @@ class FeatureCache:
             slot = self._next
             self._next = (self._next + 1) % self.capacity
             if slot < len(self._keys):
-                evicted = self._keys[slot]
-                if evicted is not None:
-                    del self._slots[evicted]
+                del self._slots[self._keys[slot]]
                 self._keys[slot] = key
             else:
                 self._keys.append(key)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import Any, Callable
 
 import numpy as np
@@ -24,15 +25,18 @@ from sb3_pretrained.weights import PretrainedSpec
 _SAVED_MODEL_LOADERS = {BaseAlgorithm.load.__func__.__code__, BasePolicy.load.__func__.__code__}
 
 
+def _callers() -> Iterator[FrameType]:
+    """Frames of the current call stack around the caller, innermost first (a few of our own included)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
 def rebuilding_saved_model() -> bool:
     """Whether we are being built by SB3's ``load``, which overwrites every weight with the saved state
     dict right after: reading the pretrained weights then would be wasted work, and fails offline."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code in _SAVED_MODEL_LOADERS:
-            return True
-        frame = frame.f_back
-    return False
+    return any(frame.f_code in _SAVED_MODEL_LOADERS for frame in _callers())
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -50,13 +54,8 @@ CPU_NATIVE_BF16 = _cpu_has_native_bf16()
 
 def policy_under_construction() -> BaseModel | None:
     """The SB3 policy whose construction is building the caller, if any (found on the call stack)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, BaseModel):
-            return owner
-        frame = frame.f_back
-    return None
+    owners = (frame.f_locals.get("self") for frame in _callers())
+    return next((owner for owner in owners if isinstance(owner, BaseModel)), None)
 
 
 def shared_feature_cache(config: dict[str, Any], capacity: int) -> FeatureCache:

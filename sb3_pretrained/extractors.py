@@ -351,18 +351,28 @@ class TimmExtractor(BaseFeaturesExtractor):
             self.feature_cache.clear()
         super()._load_from_state_dict(*args, **kwargs)
 
+    @property
+    def embeds_frames_one_by_one(self) -> bool:
+        """Whether stacked frames go through the backbone one by one (per-frame mode with a stack)."""
+        return self.frame_mode == "per_frame" and self.frame_stack > 1
+
+    def backbone_inputs(self, observations: torch.Tensor) -> torch.Tensor:
+        """The inputs the backbone embeds for a batch of observations: (N, k*C, H, W) -> (N*k, C, H, W) when frames
+        go one by one (one shared backbone embeds every frame), the observations themselves otherwise."""
+        if not self.embeds_frames_one_by_one:
+            return observations
+        return observations.reshape(len(observations) * self.frame_stack, self._frame_channels, *observations.shape[-2:])
+
     def forward_backbone(self, observations: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features for a batch of observations (frames fused), without the projection head."""
         batch = observations.shape[0]
-        per_frame = self.frame_mode == "per_frame" and self.frame_stack > 1
-        if per_frame:  # (N, k*C, H, W) -> (N*k, C, H, W): one shared backbone embeds every frame
-            observations = observations.reshape(batch * self.frame_stack, self._frame_channels, *observations.shape[-2:])
+        observations = self.backbone_inputs(observations)
         # Inference tensors cannot be kept for later training steps: no cache under inference_mode.
         if self.feature_cache is not None and self.trainable_stages == 0 and not torch.is_inference_mode_enabled():
             features = self.feature_cache.features(observations, self._embed)
         else:
             features = self._embed(observations)
-        if per_frame:
+        if self.embeds_frames_one_by_one:
             features = fuse_frames(features.view(batch, self.frame_stack, -1), self.fusion)
         return features
 

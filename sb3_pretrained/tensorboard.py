@@ -40,15 +40,6 @@ def embedding_wrapper(venv: VecEnv | None) -> FrozenBackboneEmbedding | None:
     return None
 
 
-def backbone_batch(extractor: TimmExtractor, images: torch.Tensor) -> torch.Tensor:
-    """The backbone's input for a batch of [0, 1] observations (N, C, H, W), as ``extractor`` builds it:
-    stacked frames split per frame when it embeds them one by one, then resized and normalized."""
-    if extractor.frame_stack > 1 and extractor.frame_mode == "per_frame":
-        batch, channels, height, width = images.shape
-        images = images.reshape(batch * extractor.frame_stack, channels // extractor.frame_stack, height, width)
-    return extractor.preprocess(images)
-
-
 def display_frames(preprocess: nn.Module, backbone_input: torch.Tensor, count: int) -> torch.Tensor:
     """Backbone inputs -> ``count`` RGB images (count, 3, h, w) in [0, 1]: un-normalized, channel-stacked frames
     split into single frames, grayscale repeated to RGB."""
@@ -128,9 +119,8 @@ class BackboneInputLogger(BaseCallback):
         observations = torch.as_tensor(observations[: self.n_images], device=next(extractor.parameters()).device)
         with torch.no_grad():
             images = preprocess_obs(observations, extractor._observation_space, self.model.policy.normalize_images)
-            shown = display_frames(
-                extractor.preprocess, backbone_batch(extractor, images), len(observations) * extractor.frame_stack
-            )
+            backbone_input = extractor.preprocess(extractor.backbone_inputs(images))
+            shown = display_frames(extractor.preprocess, backbone_input, len(observations) * extractor.frame_stack)
         paths = [name for name, m in self.model.policy.named_modules() if isinstance(m, TimmExtractor)]
         frames = f"{extractor.frame_stack} ({extractor.frame_mode}, {extractor.fusion})" if extractor.frame_stack > 1 else "1"
         self._log_info(extractor, [("runs in", f"the policy: {', '.join(paths)}"), ("frames per observation", frames)])

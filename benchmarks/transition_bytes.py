@@ -1,7 +1,7 @@
 """Bytes of observation data per stored replay-buffer transition (obs + next_obs), measured on SB3's own DQN
-replay buffer for: native uint8 frames, an env-side 224 px resize, and fast-path fp32 / fp16 embeddings.
+replay buffer for: native uint8 frames, an env-side 224 px resize, and fast-path fp32 / fp16 / 8-bit embeddings.
 
-    python benchmarks/transition_bytes.py            # Atari Breakout (4-frame stack) and CarRacing-v3
+    python benchmarks/transition_bytes.py            # Atari Breakout (4-frame stack, single frames), CarRacing-v3
 
 Sizes come from the buffer's arrays (``nbytes / buffer_size``), which do not depend on the buffer size; a
 small buffer is enough to measure them. JSON lines on stdout.
@@ -25,12 +25,17 @@ gym.register_envs(ale_py)
 BUFFER = 1000
 
 
-def atari(resize=None):
+def atari(resize=None, n_stack=4):
     def wrap(env):
         env = AtariWrapper(env)
         return env if resize is None else BackboneImage(env, resize=resize)
 
-    return VecFrameStack(make_vec_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0, wrapper_class=wrap), n_stack=4)
+    venv = make_vec_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0, wrapper_class=wrap)
+    return VecFrameStack(venv, n_stack=n_stack) if n_stack > 1 else venv
+
+
+def atari_single_frames(resize=None):
+    return atari(resize, n_stack=1)
 
 
 def carracing(resize=None):
@@ -49,13 +54,18 @@ def measure(setup: str, env_name: str, env, policy: str, policy_kwargs: dict) ->
 def main() -> None:
     lite0 = dict(features_extractor_class=TimmExtractor,
                  features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=True))
-    for name, make, stack in (("BreakoutNoFrameskip-v4 (4-frame stack)", atari, 4), ("CarRacing-v3", carracing, 1)):
+    envs = (
+        ("BreakoutNoFrameskip-v4 (4-frame stack)", atari, 4),
+        ("BreakoutNoFrameskip-v4 (single frames)", atari_single_frames, 1),
+        ("CarRacing-v3", carracing, 1),
+    )
+    for name, make, stack in envs:
         extractor = dict(lite0, features_extractor_kwargs=dict(lite0["features_extractor_kwargs"], frame_stack=stack))
         rows = [
             measure("native uint8 frames (resize on the device)", name, make(), "CnnPolicy", extractor),
             measure("env-side 224 px resize", name, make(resize=[224, 224]), "CnnPolicy", extractor),
         ]
-        for dtype in ("float32", "float16"):
+        for dtype in ("float32", "float16", "uint8"):
             base = make()
             if stack > 1:  # embed single frames, stack the embeddings
                 base = base.venv

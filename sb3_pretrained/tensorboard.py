@@ -128,7 +128,7 @@ class BackboneInputLogger(BaseCallback):
 
     def _wrapper_rows(self, wrapper: FrozenBackboneEmbedding) -> list[tuple[str, str]]:
         frames = f"{wrapper.frame_stack} embeddings ({wrapper.fusion})" if wrapper.frame_stack > 1 else "1"
-        where = f"the env wrapper FrozenBackboneEmbedding; the policy sees {wrapper.observation_space.shape[0]}-d vectors"
+        where = f"the env wrapper FrozenBackboneEmbedding; the policy sees {int(np.prod(wrapper.observation_space.shape))}-d {wrapper.numpy_dtype} vectors"
         return [("runs in", where), ("frames per observation", frames)]
 
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

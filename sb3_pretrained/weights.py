@@ -56,14 +56,12 @@ class PackagedWeights:
     ordered_keys: bool = True
 
     def path(self) -> Path | None:
+        """The installed weight file (``filename`` may be a glob: the first match), or None when not installed."""
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / self.filename
-            if candidate.is_file():
-                return candidate
-        return None
+        matches = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).glob(self.filename) if p.is_file())
+        return matches[0] if matches else None
 
 
 #: timm model name -> pip package that ships ImageNet weights for it.
@@ -210,15 +208,7 @@ def _adapt_first_conv(given, expected, model: nn.Module):
 
 def _packaged_path(model_name: str) -> Path | None:
     entry = PACKAGED_WEIGHTS.get(model_name)
-    if entry is None:
-        return None
-    if "*" in entry.filename:
-        spec = importlib.util.find_spec(entry.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        matches = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).glob(entry.filename))
-        return matches[0] if matches else None
-    return entry.path()
+    return None if entry is None else entry.path()
 
 
 def _hub_cache_file(model: nn.Module) -> Path | None:

@@ -9,7 +9,9 @@ All keyword arguments are YAML-friendly (lists, not tuples), for rl_zoo3's ``env
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -19,9 +21,11 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from sb3_pretrained.backbones import output_range
 from sb3_pretrained.extractors import FRAME_MODES, FUSIONS, TimmExtractor, fuse_frames
 from sb3_pretrained.weights import PretrainedSpec
 
+EMBEDDING_DTYPES = ("float32", "float16", "uint8")
 _PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
 
 
@@ -143,9 +147,9 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     """The frozen fast path: embed every env's image observation once per step, batched, with a frozen backbone.
 
     The agent then sees embedding vectors: use ``MlpPolicy``; PPO epochs and every extractor copy (targets,
-    critics) rerun only small MLPs, and buffers store vectors (``dtype="float16"`` halves them) instead of
-    images. Terminal observations in ``infos`` are embedded too, so off-policy algorithms get correct
-    ``next_obs``. Frame stacks are stacked as embeddings (``frame_stack``), not as images.
+    critics) rerun only small MLPs, and buffers store vectors (``dtype="float16"`` halves them,
+    ``dtype="uint8"`` quarters them) instead of images. Terminal observations in ``infos`` are embedded too, so
+    off-policy algorithms get correct ``next_obs``. Frame stacks are stacked as embeddings (``frame_stack``), not as images.
 
     A saved agent reproduces its actions when this wrapper is built again with the same arguments (the backbone
     is not part of the saved model: keep ``pretrained`` pointing at the same weights).
@@ -164,9 +168,18 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         ``frame_stack`` embeddings; ``"channel"``: the env gives ``frame_stack`` stacked images (VecFrameStack)
         and one embedding is computed per stack by a first conv adapted to the stacked channels (a quarter of
         the per-frame embeddings' size for a 4-frame stack)
-    :param dtype: ``"float32"`` or ``"float16"``: dtype of the observations the agent (and its buffers) get
+    :param dtype: ``"float32"``, ``"float16"`` or ``"uint8"``: dtype of the observations the agent (and its
+        buffers) get. ``"uint8"`` quantizes each component linearly to 256 levels over ``feature_range`` and
+        shapes the observation ``(1, frames, features)``, so that SB3 reads it as an image and scales it to
+        [0, 1] (``normalize_images=True``, the default): the policy sees ``(x - low) / (high - low)``, and a
+        replay buffer stores one byte per component. For FLARE the differences span
+        ``[low - high, high - low]``.
+    :param feature_range: ``[low, high]`` of the embeddings, for ``dtype="uint8"`` (values outside are clipped,
+        with a warning). Default: the bounds of the backbone's last activation when they are provable
+        (``[0, 6]`` for EfficientNet-Lite and MobileNetV2, which end in ReLU6); other backbones need it given.
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    :param amp: run the backbone under bfloat16 autocast (default: on CUDA only)
+    :param amp: run the backbone under bfloat16 autocast (default: on CUDA, and on CPUs that compute bf16
+        natively, as :class:`~sb3_pretrained.TimmExtractor` decides for a frozen backbone)
     :param channels_last: use the channels_last memory format (faster convolutions on CPU and GPU)
     """
 
@@ -183,6 +196,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         fusion: str = "concat",
         frame_mode: str = "per_frame",
         dtype: str = "float32",
+        feature_range: Sequence[float] | None = None,
         device: str = "auto",
         amp: bool | None = None,
         channels_last: bool = True,
@@ -204,8 +218,10 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
                 f"frame_mode='channel', frame_stack={channels if channels % 3 else channels // 3} to embed the stacked "
                 "images at once with an adapted first conv."
             )
-        if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+        if dtype not in EMBEDDING_DTYPES:
+            raise ValueError(f"dtype must be one of {EMBEDDING_DTYPES}, got {dtype!r}.")
+        if feature_range is not None and dtype != "uint8":
+            raise ValueError(f"feature_range is the quantization range of dtype='uint8'; got dtype={dtype!r}. Drop it.")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
         if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
@@ -231,7 +247,19 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         self.frame_stack, self.fusion = (1 if stacked_images else frame_stack), fusion
         self.numpy_dtype = np.dtype(dtype)
         self.embedding_dim = self.extractor.backbone.num_features
-        embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * self.frame_stack,), self.numpy_dtype)
+        if dtype == "uint8":
+            self.feature_range = self._quantization_range(feature_range)
+            low, high = self.feature_range
+            # One quantization range per fused embedding (row); FLARE's differences span [low - high, high - low].
+            self._low = torch.full((self.frame_stack, 1), low, device=self.device)
+            self._step = torch.full((self.frame_stack, 1), (high - low) / 255.0, device=self.device)
+            if fusion == "flare":
+                self._low[1:], self._step[1:] = low - high, 2 * (high - low) / 255.0
+            self._clipping_reported = False
+            embedding_space = spaces.Box(0, 255, (1, self.frame_stack, self.embedding_dim), np.uint8)
+        else:
+            self.feature_range = None
+            embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * self.frame_stack,), self.numpy_dtype)
         super().__init__(venv, observation_space=embedding_space)
         self.history = torch.zeros(venv.num_envs, self.frame_stack, self.embedding_dim, device=self.device)
 
@@ -262,7 +290,44 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             batch = batch.permute(0, 3, 1, 2)
         return self.extractor.forward_backbone(batch.float().div_(255.0))
 
+    def _quantization_range(self, feature_range: Sequence[float] | None) -> tuple[float, float]:
+        if feature_range is None:
+            observation = torch.rand(1, *self.extractor._observation_space.shape, device=self.device)
+            example = self.extractor.preprocess(self.extractor.backbone_inputs(observation))
+            bounds = output_range(self.extractor.backbone, example.contiguous(memory_format=torch.channels_last))
+            if bounds is None:
+                raise ValueError(
+                    f"dtype='uint8' needs the range of {self.extractor.model_name}'s embeddings, and its last layer "
+                    "has no fixed bounds (only ReLU6/Hardtanh, sigmoid and tanh endings do). Pass "
+                    "feature_range=[low, high] (values outside are clipped), or use dtype='float16'."
+                )
+            return bounds
+        low, high = (float(v) for v in feature_range)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"feature_range must be [low, high] with finite low < high, got {list(feature_range)!r}.")
+        return low, high
+
+    def quantize(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(N, frames * features) float embeddings -> (N, 1, frames, features) uint8 codes (``dtype="uint8"``)."""
+        scaled = (stacked.view(len(stacked), self.frame_stack, -1) - self._low) / self._step
+        clipped = (scaled < -0.5) | (scaled > 255.5)
+        if not self._clipping_reported and bool(clipped.any()):
+            self._clipping_reported = True
+            warnings.warn(
+                f"FrozenBackboneEmbedding: {clipped.float().mean().item():.2%} of embedding values fall outside "
+                f"feature_range={list(self.feature_range)} and were clipped; widen it (shown once).",
+                stacklevel=2,
+            )
+        return scaled.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
+
+    def dequantize(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, 1, frames, features) uint8 codes -> (N, frames * features) float32 embeddings (``dtype="uint8"``)."""
+        codes = torch.as_tensor(codes, device=self.device)
+        return (codes.squeeze(1).float() * self._step + self._low).flatten(1)
+
     def _to_numpy(self, stacked: torch.Tensor) -> np.ndarray:
+        if self.numpy_dtype == np.uint8:
+            return self.quantize(stacked).cpu().numpy()
         return stacked.to(torch.float16 if self.numpy_dtype == np.float16 else torch.float32).cpu().numpy()
 
     def _stacked(self, history: torch.Tensor) -> torch.Tensor:

@@ -116,6 +116,20 @@ def test_missing_weight_package_says_what_to_install(monkeypatch):
         create_backbone("efficientnet_lite0", pretrained=True)
 
 
+@pytest.mark.parametrize("filename", ["models/lite2-0123abcd.pth", "models/lite2-*.pth"])
+def test_packaged_weights_are_found_inside_the_installed_package(filename, tmp_path, monkeypatch):
+    """A fixed name or a glob (efficientnet-lite2's file name carries a hash), located without importing."""
+    package = tmp_path / "fake_weight_pkg"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('never imported')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = weights.PackagedWeights("fake-weight-pkg", "fake_weight_pkg", filename)
+    assert entry.path() is None  # installed package, no weight file yet
+    (package / "models" / "lite2-0123abcd.pth").write_bytes(b"")
+    assert entry.path() == package / "models" / "lite2-0123abcd.pth"
+    assert weights.PackagedWeights("missing-pkg", "no_such_module_here", filename).path() is None
+
+
 def test_weights_read_once_for_every_copy(tiny_weights):
     """SAC builds three extractors (actor, critic, critic target); the file is read once."""
     kwargs = dict(model_name=TINY_MODEL, pretrained=str(tiny_weights), frozen=True, input_size=32)

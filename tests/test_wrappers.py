@@ -3,6 +3,8 @@ and the frozen fast path. Each trains briefly, saves, loads and predicts the sam
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from sb3_contrib import QRDQN
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_pretrained import TimmExtractor, TimmMultiInputExtractor, weights
@@ -317,6 +320,71 @@ def test_fast_path_with_real_lite0_weights():
     assert env.weight_source.startswith("pip package") and env.observation_space.shape == (1280,)
     obs = env.reset()
     assert np.isfinite(obs).all() and obs.std() > 0
+
+
+@pytest.mark.parametrize("fusion", ["concat", "flare"])
+def test_fast_path_uint8_codes_are_the_embeddings_to_half_a_step(fusion, tiny_weights):
+    config = dict(pretrained=str(tiny_weights), frame_stack=3, fusion=fusion, amp=False)
+    reference = _embedding_env(**config)
+    embeddings = [reference.reset()] + [reference.step(np.array([2, 2]))[0] for _ in range(4)]
+    dim = reference.embedding_dim
+    latest = slice(2 * dim, None) if fusion == "concat" else slice(0, dim)  # FLARE puts the latest embedding first
+    low, high = float(np.min([e[:, latest] for e in embeddings])), float(np.max([e[:, latest] for e in embeddings]))
+    quantized = _embedding_env(**config, dtype="uint8", feature_range=[low, high])
+    assert quantized.observation_space == spaces.Box(0, 255, (1, 3, quantized.embedding_dim), np.uint8)
+    codes = [quantized.reset()] + [quantized.step(np.array([2, 2]))[0] for _ in range(4)]
+    step = (high - low) / 255
+    for code, embedding in zip(codes, embeddings):
+        assert code.dtype == np.uint8 and code.shape == (2, 1, 3, quantized.embedding_dim)
+        # Half a step of [low, high]; FLARE's differences are quantized over twice that span.
+        atol = np.full(3 * dim, step / 2 + 1e-7)
+        if fusion == "flare":
+            atol[dim:] = step + 1e-7
+        assert (np.abs(quantized.dequantize(code).numpy() - embedding) <= atol).all()
+    # What the policy sees: SB3 scales the codes like an image, to (x - low) / (high - low) for the latest embedding.
+    policy_input = preprocess_obs(torch.from_numpy(codes[-1]), quantized.observation_space).flatten(1)
+    expected = (embeddings[-1][:, latest] - low) / (high - low)
+    np.testing.assert_allclose(policy_input[:, latest].numpy(), expected, atol=0.5 / 255 + 1e-6)
+
+
+def test_fast_path_uint8_dqn_buffer_stores_one_byte_per_component(tmp_path):
+    env = _embedding_env(model_name="mobilenetv2_050", frame_stack=2)  # ends in ReLU6: range [0, 6] by default
+    quantized = _embedding_env(model_name="mobilenetv2_050", frame_stack=2, dtype="uint8")
+    assert quantized.feature_range == (0.0, 6.0)
+    model = DQN("MlpPolicy", quantized, **OFF_FAST, device="cpu", seed=0)
+    assert model.get_env() is quantized  # no VecTransposeImage: the codes are already channel-first
+    model.learn(64)
+    stored = model.replay_buffer.observations
+    assert stored.dtype == np.uint8 and stored[0, 0].nbytes == 2 * env.embedding_dim  # vs 4x as many fp32 bytes
+    assert np.prod(env.observation_space.shape) * 4 == 4 * stored[0, 0].nbytes
+    observations = quantized.reset()
+    before, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "agent")
+    loaded = DQN.load(tmp_path / "agent", env=quantized, device="cpu")
+    np.testing.assert_array_equal(before, loaded.predict(observations, deterministic=True)[0])
+
+
+def test_fast_path_uint8_warns_once_when_the_range_clips():
+    with pytest.warns(UserWarning, match=r"outside feature_range=\[0.0, 1e-06\] and were clipped"):
+        env = _embedding_env(dtype="uint8", feature_range=[0, 1e-6])
+        env.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.step(np.array([2, 2]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dtype="uint8"), "test_efficientnet's embeddings.*no fixed bounds.*feature_range=\\[low, high\\]"),
+        (dict(dtype="uint8", feature_range=[1, 1]), "finite low < high"),
+        (dict(dtype="float16", feature_range=[0, 6]), "feature_range is the quantization range of dtype='uint8'"),
+        (dict(dtype="int8"), "dtype must be one of"),
+    ],
+)
+def test_fast_path_rejects_bad_quantization(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _embedding_env(**kwargs)
 
 
 @pytest.mark.parametrize(

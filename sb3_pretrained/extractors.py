@@ -187,9 +187,8 @@ class TimmExtractor(BaseFeaturesExtractor):
         features, and the copies a policy builds (targets, critics, actor) share one cache, so a batch goes through
         the frozen backbone once. Rows of ``backbone.num_features`` floats (5 KB for efficientnet_lite0); 0 turns
         it off. Cleared when weights are loaded (``load_state_dict``, ``ALGO.load``, ``set_parameters``) or stages
-        are unfrozen; after changing frozen weights in place, call ``extractor.feature_cache.clear()``. Freeze and
-        unfreeze all copies together (as GradualUnfreezing does): a frozen copy that is updated in place (a target
-        network following an unfrozen online network) would keep serving old features
+        are unfrozen, and off for every copy while any copy trains (a frozen target network follows its unfrozen
+        online network); after changing frozen weights in place by hand, call ``extractor.feature_cache.clear()``
     """
 
     def __init__(
@@ -303,8 +302,8 @@ class TimmExtractor(BaseFeaturesExtractor):
         """Train the top ``count`` stages of the backbone and freeze the rest (0 freezes all)."""
         if not 0 <= count <= len(self.stages):
             raise ValueError(f"count must be in [0, {len(self.stages)}] (stages: {self.stage_names}), got {count}.")
-        if count != self.trainable_stages and self.feature_cache is not None:
-            self.feature_cache.clear()
+        if self.feature_cache is not None and (count > 0) != (self.trainable_stages > 0):
+            self.feature_cache.sharer_training(count > 0)
         self.trainable_stages = count
         params = dict(self.backbone.named_parameters())
         first_trainable = len(self.stages) - count
@@ -368,7 +367,7 @@ class TimmExtractor(BaseFeaturesExtractor):
         batch = observations.shape[0]
         observations = self.backbone_inputs(observations)
         # Inference tensors cannot be kept for later training steps: no cache under inference_mode.
-        if self.feature_cache is not None and self.trainable_stages == 0 and not torch.is_inference_mode_enabled():
+        if self.feature_cache is not None and self.feature_cache.active and not torch.is_inference_mode_enabled():
             features = self.feature_cache.features(observations, self._embed)
         else:
             features = self._embed(observations)

@@ -56,7 +56,9 @@ class FeatureCache:
     """Backbone features of the last ``capacity`` distinct inputs (first in, first out).
 
     Only valid for a fixed function: the owner clears it whenever its weights or its frozen state change.
-    Several extractor copies of one policy that compute the same function share one cache.
+    Several extractor copies of one policy that compute the same function share one cache; while any of them
+    trains (see :meth:`sharer_training`), the others' weights can follow it (a target network), so the cache is
+    off (:attr:`active` is False) for all of them.
 
     :param capacity: rows kept, > 0; the storage grows with use up to ``capacity`` x feature size
     """
@@ -67,6 +69,17 @@ class FeatureCache:
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
+        self.training_sharers = 0
+        self.clear()
+
+    @property
+    def active(self) -> bool:
+        """False while a sharer trains: then nothing may be served from or stored in the cache."""
+        return self.training_sharers == 0
+
+    def sharer_training(self, started: bool) -> None:
+        """A sharer started (True) or stopped (False) training; either way the stored features are stale."""
+        self.training_sharers += 1 if started else -1
         self.clear()
 
     def clear(self) -> None:

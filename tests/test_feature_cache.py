@@ -161,6 +161,33 @@ def test_cache_is_cleared_by_new_weights_and_skipped_once_unfrozen():
     assert features.requires_grad and len(extractor.feature_cache) == 0
 
 
+def test_a_frozen_target_following_an_unfrozen_online_copy_is_never_served_stale_features():
+    """Only SAC's online critic is unfrozen by hand; its frozen target follows it through polyak updates."""
+    model = SAC("CnnPolicy", image_env(discrete=False), buffer_size=200, learning_starts=16, batch_size=16, tau=1.0,
+                learning_rate=1e-2, seed=0, device="cpu", policy_kwargs=dict(
+                    features_extractor_class=TimmExtractor,
+                    features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32)))
+    model.learn(32)
+    target, actor = model.critic_target.features_extractor, model.actor.features_extractor
+    obs = torch.as_tensor(model.replay_buffer.observations[:8, 0]).float() / 255
+    with torch.no_grad():
+        target.forward_backbone(obs)
+    assert len(target.feature_cache) > 0 and target.feature_cache.active
+    model.critic.features_extractor.set_trainable_stages(1)
+    assert not target.feature_cache.active and len(target.feature_cache) == 0  # off for every copy while one trains
+    model.learn(32, reset_num_timesteps=False)
+    assert not backbones_equal(target.backbone, actor.backbone)  # the target moved with the online critic
+    with torch.no_grad():
+        torch.testing.assert_close(target.forward_backbone(obs), target._embed(obs), rtol=0, atol=0)
+        torch.testing.assert_close(actor.forward_backbone(obs), actor._embed(obs), rtol=0, atol=0)
+    model.critic.features_extractor.set_trainable_stages(0)
+    assert target.feature_cache.active  # all frozen again: cached
+
+
+def backbones_equal(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
 def test_bad_feature_cache_argument():
     with pytest.raises(ValueError, match="feature_cache must be a number of rows >= 0"):
         _ppo(-1)

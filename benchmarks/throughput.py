@@ -87,7 +87,8 @@ def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device
                                            grad_checkpointing=grad_checkpointing and variant == "finetune"),
         )
     elif variant == "fastpath":
-        env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype="float16")
+        dtype = "uint8" if algo == "dqn" else "float16"  # as the shipped *_embedding.yml configs
+        env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype=dtype)
         policy = "MlpPolicy"
     if algo == "ppo":
         return PPO(policy, env, n_steps=n_steps, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)

@@ -57,7 +57,8 @@ class BackbonePreprocess(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.float()
+        # Channel-last views (SB3's VecTransposeImage, HWC envs) resize up to twice as slowly as contiguous NCHW.
+        images = images.float().contiguous()
         if self.gray_to_rgb:
             images = images.expand(-1, 3, -1, -1)
         if self.input_size is not None and tuple(images.shape[-2:]) != self.input_size:

@@ -1,5 +1,6 @@
 """Markdown tables from ``throughput.py``'s JSON lines: one table per run configuration, with each variant's
-env-steps/s, its ratio to the naive recipe, to NatureCNN and to the loop's limit, and peak memory.
+env-steps/s, its ratio to the naive recipe, to NatureCNN and to the loop's limit, the share of its time spent in the
+env and the backbone (the rest is the loop's own work), and peak memory.
 
     python benchmarks/report.py docs/benchmarks_cpu.jsonl
 """
@@ -29,8 +30,8 @@ def tables(path: str) -> str:
         out.append(f"#### {algo.upper()}, {env}, efficientnet_lite0 at {size} px, {n_envs} envs, {device}\n")
         out.append(f"Env alone (E): {env_rate} steps/s; backbone alone at batch {n_envs} (B, best of fp32/bf16 x "
                    f"channels_last): {best} img/s; loop limit 1/(1/E + 1/B): {limit} steps/s.\n")
-        out.append("| variant | env-steps/s | x naive recipe | x NatureCNN | of limit | peak RSS (MB) |")
-        out.append("|---|---:|---:|---:|---:|---:|")
+        out.append("| variant | env-steps/s | x naive recipe | x NatureCNN | of limit | time in env + backbone | peak RSS (MB) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
         cnn = by_variant.get("naturecnn", {}).get("env_steps_per_s")
         for variant in ORDER:
             if variant not in by_variant:
@@ -40,6 +41,9 @@ def tables(path: str) -> str:
             naive = by_variant.get("naive_finetune" if "finetune" in variant else "naive", {}).get("env_steps_per_s")
             cells = [f"{rate / base:.2f}" if base else "–" for base in (naive, cnn)]
             cells.append(f"{rate / limit:.0%}" if limit else "")
+            record = by_variant[variant]
+            in_loop = "backbone_s" in record and variant in ("frozen", "fastpath")
+            cells.append(f"{(record['env_s'] + record['backbone_s']) / record['seconds']:.0%}" if in_loop else "")
             out.append(f"| {LABELS[variant]} | {rate:,.2f} | {' | '.join(cells)} | {by_variant[variant]['peak_rss_mb']:,.0f} |")
         failed = [r["variant"] for r in records if "error" in r]
         if failed:

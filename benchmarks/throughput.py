@@ -6,7 +6,8 @@ fast path and fine-tuning, plus the env-only and backbone-only limits, measured 
     python benchmarks/throughput.py --device cuda --n-envs 16 --env breakout
 
 Each variant runs in its own subprocess (so peak memory is its own). Results are JSON lines on stdout (and
-appended to ``--out``). Single frames (no frame stack) for every variant: a stack multiplies the backbone's
+appended to ``--out``), with the seconds each variant spent stepping the envs (``env_s``) and in the backbone
+(``backbone_s``, for our extractor and fast path), so the loop's own overhead shows whatever the machine's speed. Single frames (no frame stack) for every variant: a stack multiplies the backbone's
 work equally for all of them.
 """
 
@@ -108,6 +109,41 @@ def peak_memory(device: str) -> dict:
     return out
 
 
+def time_spent_in(model, device: str) -> dict[str, float]:
+    """Seconds spent, from now on, stepping the raw envs (``env_s``) and in our backbones' preprocess + forward
+    passes (``backbone_s``: the frozen extractor's cache misses, the fast path's wrapper), accumulated in place."""
+    import torch
+
+    from sb3_pretrained import TimmExtractor
+    from sb3_pretrained.wrappers import FrozenBackboneEmbedding
+
+    totals = {"env_s": 0.0, "backbone_s": 0.0}
+
+    def timed(owner, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if key == "backbone_s" and device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                totals[key] += time.perf_counter() - start
+
+        setattr(owner, name, run)
+
+    venv, extractors = model.get_env(), [m for m in model.policy.modules() if isinstance(m, TimmExtractor)]
+    while hasattr(venv, "venv"):
+        if isinstance(venv, FrozenBackboneEmbedding):
+            extractors.append(venv.extractor)
+        venv = venv.venv
+    timed(venv, "step_wait", "env_s")
+    for extractor in extractors:
+        timed(extractor, "_embed", "backbone_s")
+    return totals
+
+
 def run_variant(args) -> dict:
     import torch
 
@@ -115,6 +151,7 @@ def run_variant(args) -> dict:
                   args.grad_checkpointing)
     if args.warmup_steps:
         model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
+    spent = time_spent_in(model, args.device)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -123,7 +160,8 @@ def run_variant(args) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     result = {"variant": args.variant, "steps": args.timesteps, "seconds": round(seconds, 2),
-              "env_steps_per_s": round(args.timesteps / seconds, 2), **peak_memory(args.device)}
+              "env_steps_per_s": round(args.timesteps / seconds, 2), **peak_memory(args.device),
+              **{key: round(value, 2) for key, value in spent.items()}}
     if args.algo == "dqn":
         buffer = model.replay_buffer
         stored = buffer.observations.nbytes + (0 if buffer.optimize_memory_usage else buffer.next_observations.nbytes)

@@ -17,6 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
+from sb3_pretrained.allocator import keep_cpu_buffers_mapped
 from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.optim import GROUP_ATTR
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
@@ -377,6 +378,8 @@ class TimmExtractor(BaseFeaturesExtractor):
 
     def _embed(self, observations: torch.Tensor) -> torch.Tensor:
         """Preprocess and run the backbone on a batch of single inputs: pooled float32 features."""
+        if observations.device.type == "cpu":
+            keep_cpu_buffers_mapped()
         images = self.preprocess(observations.float())
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -2,9 +2,10 @@
 
 With glibc's defaults, a process that runs a backbone on the CPU between env steps can return the activation
 buffers (megabytes each) to the kernel after every forward pass and fault them in again on the next one: on the
-2-core benchmark machine, PPO's fast path spent 21 ms of each 61 ms efficientnet_lite0 pass (8 frames, 224 px) in
-the kernel. Raising the mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB keeps them mapped
-(45 ms a pass, 0.1 ms in the kernel; docs/benchmarks.md). Memory freed by the process stays with it, up to its peak.
+2-core benchmark machine, PPO's fast path spent 34 ms of each 81 ms efficientnet_lite0 pass (8 frames, 224 px) in
+the kernel. Raising the mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB keeps them mapped:
+53 ms a pass, 0.1 ms in the kernel (``benchmarks/backbone_in_loop.py``, docs/benchmarks.md). Memory the process
+frees stays with it, up to its peak.
 
 :func:`keep_cpu_buffers_mapped` applies them once per process, the first time a backbone runs on the CPU. It does
 nothing when ``SB3_PRETRAINED_MALLOC=0``, when the C library is not glibc, when another allocator is preloaded

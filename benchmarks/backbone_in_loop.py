@@ -20,13 +20,11 @@ def measure(variant: str) -> dict:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from throughput import build
-
-    from sb3_pretrained import TimmExtractor
+    from throughput import backbone_extractors, build
 
     model = build(variant, "ppo", "carracing", 224, 8, "cpu", 1000, 32)
-    extractors = [m for m in model.policy.modules() if isinstance(m, TimmExtractor)] or [model.get_env().extractor]
-    extractor, embed = extractors[0], extractors[0]._embed
+    extractor = backbone_extractors(model)[0]
+    embed = extractor._embed
     wall, cpu, kernel = [], [], []
 
     def timed(images):

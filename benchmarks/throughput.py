@@ -109,13 +109,21 @@ def peak_memory(device: str) -> dict:
     return out
 
 
+def backbone_extractors(model) -> list:
+    """Our TimmExtractors that ``model`` runs: the policy's copies, or the fast path wrapper's."""
+    from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+
+    from sb3_pretrained.callbacks import model_extractors
+    from sb3_pretrained.wrappers import FrozenBackboneEmbedding
+
+    wrapper = unwrap_vec_wrapper(model.get_env(), FrozenBackboneEmbedding)
+    return model_extractors(model) + ([wrapper.extractor] if wrapper is not None else [])
+
+
 def time_spent_in(model, device: str) -> dict[str, float]:
     """Seconds spent, from now on, stepping the raw envs (``env_s``) and in our backbones' preprocess + forward
     passes (``backbone_s``: the frozen extractor's cache misses, the fast path's wrapper), accumulated in place."""
     import torch
-
-    from sb3_pretrained import TimmExtractor
-    from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 
     totals = {"env_s": 0.0, "backbone_s": 0.0}
 
@@ -133,13 +141,8 @@ def time_spent_in(model, device: str) -> dict[str, float]:
 
         setattr(owner, name, run)
 
-    venv, extractors = model.get_env(), [m for m in model.policy.modules() if isinstance(m, TimmExtractor)]
-    while hasattr(venv, "venv"):
-        if isinstance(venv, FrozenBackboneEmbedding):
-            extractors.append(venv.extractor)
-        venv = venv.venv
-    timed(venv, "step_wait", "env_s")
-    for extractor in extractors:
+    timed(model.get_env().unwrapped, "step_wait", "env_s")
+    for extractor in backbone_extractors(model):
         timed(extractor, "_embed", "backbone_s")
     return totals
 

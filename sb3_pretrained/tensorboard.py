@@ -17,7 +17,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
@@ -29,15 +29,6 @@ from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 
 INPUT_TAG = "backbone/input"
 INFO_TAG = "backbone/info"
-
-
-def embedding_wrapper(venv: VecEnv | None) -> FrozenBackboneEmbedding | None:
-    """The FrozenBackboneEmbedding among ``venv``'s VecEnv wrappers, if any."""
-    while venv is not None:
-        if isinstance(venv, FrozenBackboneEmbedding):
-            return venv
-        venv = venv.venv if isinstance(venv, VecEnvWrapper) else None
-    return None
 
 
 def display_frames(preprocess: nn.Module, backbone_input: torch.Tensor, count: int) -> torch.Tensor:
@@ -97,7 +88,7 @@ class BackboneInputLogger(BaseCallback):
             )
             return
         extractors = model_extractors(self.model)
-        wrapper = embedding_wrapper(self.training_env)
+        wrapper = unwrap_vec_wrapper(self.training_env, FrozenBackboneEmbedding)
         if extractors:
             self._log_extractor_view(extractors)
         elif wrapper is not None:
@@ -128,7 +119,8 @@ class BackboneInputLogger(BaseCallback):
 
     def _wrapper_rows(self, wrapper: FrozenBackboneEmbedding) -> list[tuple[str, str]]:
         frames = f"{wrapper.frame_stack} embeddings ({wrapper.fusion})" if wrapper.frame_stack > 1 else "1"
-        where = f"the env wrapper FrozenBackboneEmbedding; the policy sees {int(np.prod(wrapper.observation_space.shape))}-d {wrapper.numpy_dtype} vectors"
+        size = int(np.prod(wrapper.observation_space.shape))
+        where = f"the env wrapper FrozenBackboneEmbedding; the policy sees {size}-d {wrapper.numpy_dtype} vectors"
         return [("runs in", where), ("frames per observation", frames)]
 
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

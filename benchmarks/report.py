@@ -30,7 +30,9 @@ def tables(path: str) -> str:
         out.append(f"#### {algo.upper()}, {env}, efficientnet_lite0 at {size} px, {n_envs} envs, {device}\n")
         out.append(f"Env alone (E): {env_rate} steps/s; backbone alone at batch {n_envs} (B, best of fp32/bf16 x "
                    f"channels_last): {best} img/s; loop limit 1/(1/E + 1/B): {limit} steps/s.\n")
-        out.append("| variant | env-steps/s | x naive recipe | x NatureCNN | of limit | time in env + backbone | peak RSS (MB) |")
+        columns = ("variant", "env-steps/s", "x naive recipe", "x NatureCNN", "of limit", "time in env + backbone",
+                   "peak RSS (MB)")
+        out.append(f"| {' | '.join(columns)} |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
         cnn = by_variant.get("naturecnn", {}).get("env_steps_per_s")
         for variant in ORDER:

@@ -7,7 +7,8 @@ fast path and fine-tuning, plus the env-only and backbone-only limits, measured 
 
 Each variant runs in its own subprocess (so peak memory is its own). Results are JSON lines on stdout (and
 appended to ``--out``), with the seconds each variant spent stepping the envs (``env_s``) and in the backbone
-(``backbone_s``, for our extractor and fast path), so the loop's own overhead shows whatever the machine's speed. Single frames (no frame stack) for every variant: a stack multiplies the backbone's
+(``backbone_s``, for our extractor and fast path), so the loop's own overhead shows whatever the machine's
+speed. Single frames (no frame stack) for every variant: a stack multiplies the backbone's
 work equally for all of them.
 """
 

@@ -16,8 +16,8 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
+from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.optim import GROUP_ATTR
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size

@@ -310,14 +310,15 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     def quantize(self, stacked: torch.Tensor) -> torch.Tensor:
         """(N, frames * features) float embeddings -> (N, 1, frames, features) uint8 codes (``dtype="uint8"``)."""
         scaled = (stacked.view(len(stacked), self.frame_stack, -1) - self._low) / self._step
-        clipped = (scaled < -0.5) | (scaled > 255.5)
-        if not self._clipping_reported and bool(clipped.any()):
-            self._clipping_reported = True
-            warnings.warn(
-                f"FrozenBackboneEmbedding: {clipped.float().mean().item():.2%} of embedding values fall outside "
-                f"feature_range={list(self.feature_range)} and were clipped; widen it (shown once).",
-                stacklevel=2,
-            )
+        if not self._clipping_reported:  # checked until the first clip is reported
+            clipped = (scaled < -0.5) | (scaled > 255.5)
+            if bool(clipped.any()):
+                self._clipping_reported = True
+                warnings.warn(
+                    f"FrozenBackboneEmbedding: {clipped.float().mean().item():.2%} of embedding values fall outside "
+                    f"feature_range={list(self.feature_range)} and were clipped; widen it (shown once).",
+                    stacklevel=2,
+                )
         return scaled.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
 
     def dequantize(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:

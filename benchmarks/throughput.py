@@ -23,6 +23,7 @@ import time
 
 VARIANTS = ("naive", "naturecnn", "frozen", "fastpath", "finetune", "naive_finetune")
 SLOW = ("naive", "finetune", "naive_finetune")  # a rollout takes minutes on a CPU at 224 px
+DQN_LEARNING_STARTS = 256  # DQN's steps before this are random actions: no network pass, no update
 ENV_IDS = {"carracing": "CarRacing-v3", "breakout": "BreakoutNoFrameskip-v4"}
 
 
@@ -94,7 +95,7 @@ def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device
         policy = "MlpPolicy"
     if algo == "ppo":
         return PPO(policy, env, n_steps=n_steps, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)
-    return DQN(policy, env, buffer_size=buffer_size, learning_starts=256, train_freq=4, batch_size=32,
+    return DQN(policy, env, buffer_size=buffer_size, learning_starts=DQN_LEARNING_STARTS, train_freq=4, batch_size=32,
                target_update_interval=1000, device=device, policy_kwargs=policy_kwargs, seed=0)
 
 
@@ -231,7 +232,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timesteps", type=int, default=2048, help="timed env steps per variant")
     parser.add_argument("--slow-timesteps", type=int, default=None,
-                        help=f"timed steps for the slow variants {SLOW}, which then run without warm-up")
+                        help=f"timed steps for the slow variants {SLOW}, which then run without warm-up "
+                        "(DQN: after its random-action steps)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="untimed steps first (default: one rollout)")
     parser.add_argument("--grad-checkpointing", action="store_true", help="finetune variant: timm gradient checkpointing")
     parser.add_argument("--buffer-size", type=int, default=100_000, help="DQN replay buffer size")
@@ -265,7 +267,9 @@ def main() -> None:
     for variant in args.variants.split(","):
         command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
         if variant in SLOW and args.slow_timesteps:
-            command += ["--timesteps", str(args.slow_timesteps), "--warmup-steps", "0"]
+            # No warm-up rollout; DQN still skips its random-action steps, which would time no network at all.
+            warmup = 0 if args.algo == "ppo" else DQN_LEARNING_STARTS
+            command += ["--timesteps", str(args.slow_timesteps), "--warmup-steps", str(warmup)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             emit({"variant": variant, "error": done.stderr.strip().splitlines()[-1:]})

@@ -111,15 +111,15 @@ def peak_memory(device: str) -> dict:
     return out
 
 
-def backbone_extractors(model) -> list:
-    """Our TimmExtractors that ``model`` runs: the policy's copies, or the fast path wrapper's."""
+def backbone_encoders(model) -> list:
+    """Our BackboneEncoders that ``model`` runs: those of the policy's extractor copies, or the fast path wrapper's."""
     from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 
     from sb3_pretrained.callbacks import model_extractors
     from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 
     wrapper = unwrap_vec_wrapper(model.get_env(), FrozenBackboneEmbedding)
-    return model_extractors(model) + ([wrapper.extractor] if wrapper is not None else [])
+    return [e.encoder for e in model_extractors(model)] + ([wrapper.encoder] if wrapper is not None else [])
 
 
 def time_spent_in(model, device: str) -> dict[str, float]:
@@ -144,8 +144,8 @@ def time_spent_in(model, device: str) -> dict[str, float]:
         setattr(owner, name, run)
 
     timed(model.get_env().unwrapped, "step_wait", "env_s")
-    for extractor in backbone_extractors(model):
-        timed(extractor, "_embed", "backbone_s")
+    for encoder in backbone_encoders(model):
+        timed(encoder, "embed", "backbone_s")
     return totals
 
 

@@ -17,7 +17,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.extractors import TimmExtractor
-from sb3_pretrained.optim import HEAD_GROUP, GroupedOptimizer, install_grouped_optimizers, model_optimizers
+from sb3_pretrained.optim import HEAD_GROUP, GroupedOptimizer, group_lr, install_grouped_optimizers, model_optimizers
 
 ALL = "all"
 
@@ -56,8 +56,7 @@ def log_finetune_state(model, logger) -> None:
         if not isinstance(optimizer, GroupedOptimizer):
             continue
         for group in optimizer.param_groups:
-            base = group["lr"] if group["lr"] != group.get("applied_lr") else group["base_lr"]
-            logger.record(f"finetune/lr/{path}/{group['name']}", base * group["lr_scale"] * group["lr_factor"])
+            logger.record(f"finetune/lr/{path}/{group['name']}", group_lr(group))
         squared_norms += [n.float() ** 2 for name, n in optimizer.grad_norms.items() if name != HEAD_GROUP]
     if squared_norms:
         logger.record("finetune/backbone_grad_norm", torch.stack(squared_norms).sum().sqrt().item())

@@ -35,6 +35,16 @@ def named_param_groups(params) -> list[dict[str, Any]]:
     return [g for g in groups.values() if g["params"]]
 
 
+def base_lr(group: dict[str, Any]) -> float:
+    """The base LR of a grouped param group: the LR SB3 (or a user) set since the last step, else the stored base."""
+    return group["lr"] if group["lr"] != group.get("applied_lr") else group["base_lr"]
+
+
+def group_lr(group: dict[str, Any]) -> float:
+    """The LR the group's next step uses: ``base * lr_scale * lr_factor``."""
+    return base_lr(group) * group["lr_scale"] * group["lr_factor"]
+
+
 class GroupedOptimizer:
     """Mixin for a ``torch.optim.Optimizer`` subclass; see the module docstring."""
 
@@ -48,10 +58,9 @@ class GroupedOptimizer:
 
     def apply_group_lrs(self) -> None:
         """Set each group's LR to ``base * lr_scale * lr_factor``, taking a changed LR as the new base."""
-        for group in self.param_groups:
-            if group["lr"] != group.get("applied_lr"):  # SB3 (or a user) set a new base LR
-                group["base_lr"] = group["lr"]
-            group["lr"] = group["applied_lr"] = group["base_lr"] * group["lr_scale"] * group["lr_factor"]
+        for group in self.param_groups:  # type: ignore[attr-defined]
+            group["base_lr"] = base_lr(group)
+            group["lr"] = group["applied_lr"] = group_lr(group)
 
     @torch.no_grad()
     def _record_grad_norms(self) -> None:

@@ -23,6 +23,7 @@ from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
 
 from sb3_pretrained.callbacks import model_extractors
+from sb3_pretrained.encoder import BackboneEncoder
 from sb3_pretrained.extractors import TimmExtractor
 from sb3_pretrained.optim import model_optimizers
 from sb3_pretrained.wrappers import FrozenBackboneEmbedding
@@ -43,8 +44,8 @@ def _markdown_table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
-def _input_description(extractor: TimmExtractor) -> str:
-    preprocess = extractor.preprocess
+def _input_description(encoder: BackboneEncoder) -> str:
+    preprocess = encoder.preprocess
     size = "the observation's size" if preprocess.input_size is None else "x".join(map(str, preprocess.input_size))
     mean = [round(v, 3) for v in preprocess.mean.flatten().tolist()]
     std = [round(v, 3) for v in preprocess.std.flatten().tolist()]
@@ -92,8 +93,8 @@ class BackboneInputLogger(BaseCallback):
         if extractors:
             self._log_extractor_view(extractors)
         elif wrapper is not None:
-            self._log_info(wrapper.extractor, self._wrapper_rows(wrapper))
-            self._hook = wrapper.preprocess.register_forward_hook(self._capture)
+            self._log_info(wrapper.encoder, self._wrapper_rows(wrapper))
+            self._hook = wrapper.encoder.preprocess.register_forward_hook(self._capture)
         else:
             raise ValueError(
                 "BackboneInputLogger found no backbone: the policy has no TimmExtractor "
@@ -102,20 +103,20 @@ class BackboneInputLogger(BaseCallback):
             )
 
     def _log_extractor_view(self, extractors: list[TimmExtractor]) -> None:
-        extractor = extractors[0]
-        observations = self.model._last_obs
-        if isinstance(observations, dict):  # MultiInputPolicy: the first key the extractor was built for
-            key = next(k for k, s in self.model.observation_space.spaces.items() if s == extractor._observation_space)
-            observations = observations[key]
-        observations = torch.as_tensor(observations[: self.n_images], device=next(extractor.parameters()).device)
+        encoder = extractors[0].encoder
+        observations, space = self.model._last_obs, self.model.observation_space
+        if isinstance(observations, dict):  # MultiInputPolicy: the first key the encoder was built for
+            key = next(k for k, s in space.spaces.items() if s.shape == encoder.observation_shape)
+            observations, space = observations[key], space[key]
+        observations = torch.as_tensor(observations[: self.n_images], device=next(encoder.parameters()).device)
         with torch.no_grad():
-            images = preprocess_obs(observations, extractor._observation_space, self.model.policy.normalize_images)
-            backbone_input = extractor.preprocess(extractor.backbone_inputs(images))
-            shown = display_frames(extractor.preprocess, backbone_input, len(observations) * extractor.frame_stack)
+            images = preprocess_obs(observations, space, self.model.policy.normalize_images)
+            backbone_input = encoder.preprocess(encoder.backbone_inputs(images))
+            shown = display_frames(encoder.preprocess, backbone_input, len(observations) * encoder.frame_stack)
         paths = [name for name, m in self.model.policy.named_modules() if isinstance(m, TimmExtractor)]
-        frames = f"{extractor.frame_stack} ({extractor.frame_mode}, {extractor.fusion})" if extractor.frame_stack > 1 else "1"
-        self._log_info(extractor, [("runs in", f"the policy: {', '.join(paths)}"), ("frames per observation", frames)])
-        self._log_images(shown, extractor.frame_stack)
+        frames = f"{encoder.frame_stack} ({encoder.frame_mode}, {encoder.fusion})" if encoder.frame_stack > 1 else "1"
+        self._log_info(encoder, [("runs in", f"the policy: {', '.join(paths)}"), ("frames per observation", frames)])
+        self._log_images(shown, encoder.frame_stack)
 
     def _wrapper_rows(self, wrapper: FrozenBackboneEmbedding) -> list[tuple[str, str]]:
         frames = f"{wrapper.frame_stack} embeddings ({wrapper.fusion})" if wrapper.frame_stack > 1 else "1"
@@ -140,18 +141,18 @@ class BackboneInputLogger(BaseCallback):
             self._hook.remove()
             self._hook = None
 
-    def _log_info(self, extractor: TimmExtractor, rows: list[tuple[str, str]]) -> None:
-        backbone = list(extractor.backbone.parameters())
+    def _log_info(self, encoder: BackboneEncoder, rows: list[tuple[str, str]]) -> None:
+        backbone = list(encoder.backbone.parameters())
         trainable = sum(p.numel() for p in backbone if p.requires_grad)
         total = sum(p.numel() for p in backbone)
         policy_total = sum(p.numel() for p in {id(p): p for p in self.model.policy.parameters()}.values())
         optimized = {id(p): p for o in model_optimizers(self.model).values() for g in o.param_groups for p in g["params"]}
         policy_trainable = sum(p.numel() for p in optimized.values() if p.requires_grad)
         table = [
-            ("model", extractor.model_name),
-            ("weights", extractor.weight_source),
+            ("model", encoder.model_name),
+            ("weights", encoder.weight_source),
             *rows,
-            ("input", _input_description(extractor)),
+            ("input", _input_description(encoder)),
             ("backbone parameters (per copy)", f"{trainable:,} trainable, {total - trainable:,} frozen"),
             ("policy parameters", f"{policy_trainable:,} trained by the optimizer(s) of {policy_total:,}"),
         ]

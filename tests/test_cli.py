@@ -15,7 +15,7 @@ import yaml
 
 from sb3_pretrained import zoo
 from sb3_pretrained.cli import main
-from tests.test_tensorboard import read_events
+from tests.helpers import read_events
 
 
 def test_usage(capsys):

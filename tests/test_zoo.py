@@ -13,7 +13,7 @@ import yaml
 
 from sb3_pretrained import zoo
 from sb3_pretrained.tensorboard import INFO_TAG, INPUT_TAG
-from tests.test_tensorboard import read_events
+from tests.helpers import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 ATARI_GAMES = ("BreakoutNoFrameskip-v4", "PongNoFrameskip-v4")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import timm
 from timm.models import group_modules, group_parameters
 from torch import nn
 
-from sb3_pretrained.weights import PACKAGED_WEIGHTS, PretrainedSpec, resolve_pretrained
+from sb3_pretrained.weights import PACKAGED_WEIGHTS, PretrainedSpec, load_into, resolve_pretrained
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def create_backbone(
     loaded = resolve_pretrained(model_name, model, pretrained)
     if loaded is None:
         return model.eval(), "random initialization (pretrained=False)"
-    model.load_state_dict(loaded.state_dict, strict=True)
+    load_into(model, loaded, in_chans)
     return model.eval(), loaded.source
 
 
@@ -66,14 +68,17 @@ def backbone_stages(model: nn.Module) -> list[Stage]:
     if not hasattr(model, "group_matcher"):
         params = tuple(n for n, _ in model.named_parameters())
         return [Stage("stage1", tuple(n for n, _ in model.named_children()), params)]
-    matcher = model.group_matcher(coarse=True)
+    # timm attributes: nn.Module.__getattr__ types them as Tensor | Module.
+    group_matcher = cast(Callable[..., Any], model.group_matcher)
+    matcher = group_matcher(coarse=True)
     module_groups = list(group_modules(model, matcher).values())
     param_groups = list(group_parameters(model, matcher).values())
-    first_conv = model.pretrained_cfg.get("first_conv") or ""
+    pretrained_cfg = cast(dict[str, Any], model.pretrained_cfg)
+    first_conv = pretrained_cfg.get("first_conv") or ""
     first = first_conv if isinstance(first_conv, str) else first_conv[0]
     has_stem = len(param_groups) > 1 and any(p.startswith(first) for p in param_groups[0])
     stages = []
-    for index, (modules, params) in enumerate(zip(module_groups, param_groups)):
+    for index, (modules, params) in enumerate(zip(module_groups, param_groups, strict=False)):
         name = "stem" if has_stem and index == 0 else f"stage{index + (0 if has_stem else 1)}"
         stages.append(Stage(name, tuple(modules), tuple(params)))
     return stages

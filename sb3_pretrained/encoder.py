@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.data import resolve_model_data_config
@@ -165,7 +165,7 @@ class BackboneEncoder(nn.Module):
                 mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
             mean, std = mean * frame_stack, std * frame_stack
         self.preprocess = BackbonePreprocess(size, mode, mean, std, gray_to_rgb=per_frame and self.frame_channels == 1)
-        self.num_features: int = self.backbone.num_features
+        self.num_features: int = cast(int, self.backbone.num_features)  # timm attribute, untyped on nn.Module
         #: Size of the features of one observation: one embedding per frame when frames go one by one.
         self.output_dim = self.num_features * (frame_stack if per_frame else 1)
         self.channels_last, self.amp = channels_last, amp

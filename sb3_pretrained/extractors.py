@@ -3,8 +3,8 @@ a projection head and stage freezing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def _check_image_space(observation_space: spaces.Space, normalized_image: bool, 
             "For a float image already in [0, 1], pass normalized_image=True (and normalize_images=False in "
             "policy_kwargs); for vector observations use SB3's default MlpPolicy extractor."
         )
-    return observation_space.shape
+    return cast(spaces.Box, observation_space).shape  # is_image_space: a Box
 
 
 @with_encoder_options()
@@ -127,7 +127,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
             self.encoder.weight_source = "the saved model's state dict"
         if grad_checkpointing:
             try:
-                self.backbone.set_grad_checkpointing(True)
+                set_grad_checkpointing = cast(Callable[[bool], None], self.backbone.set_grad_checkpointing)  # timm method
+                set_grad_checkpointing(True)
             except (AssertionError, AttributeError, NotImplementedError) as err:
                 raise ValueError(
                     f"timm's '{model_name}' does not support gradient checkpointing ({err or type(err).__name__}). "
@@ -254,7 +255,7 @@ class TimmMultiInputExtractor(BaseFeaturesExtractor):
                 f"No usable image keys ({unknown or 'none found'}) in the Dict observation {list(observation_space.spaces)}. "
                 "Image keys must be uint8 Boxes of shape (C, H, W); name them with image_keys=[...]."
             )
-        channels = {observation_space[k].shape[0] for k in image_keys}
+        channels = {cast(spaces.Box, observation_space[k]).shape[0] for k in image_keys}
         if len(channels) > 1:
             raise ValueError(f"All image keys must have the same channel count for one shared backbone; got {channels}.")
         super().__init__(observation_space, features_dim=1)
@@ -264,11 +265,14 @@ class TimmMultiInputExtractor(BaseFeaturesExtractor):
             if not isinstance(observation_space[key], spaces.Box):
                 raise ValueError(f"Non-image key '{key}' must be a Box (proprioception vector), got {observation_space[key]}.")
         self.images = TimmExtractor(
-            observation_space[self.image_keys[0]], model_name, normalized_image=normalized_image, **timm_kwargs
+            cast(spaces.Box, observation_space[self.image_keys[0]]),
+            model_name,
+            normalized_image=normalized_image,
+            **timm_kwargs,
         )
         shapes = {observation_space[k].shape for k in self.image_keys}
         self._batched = len(shapes) == 1  # same shape: all cameras in one backbone pass
-        vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.vector_keys)
+        vector_dim = sum(int(np.prod(cast(spaces.Box, observation_space[k]).shape)) for k in self.vector_keys)
         self._features_dim = len(self.image_keys) * self.images.features_dim + vector_dim
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:

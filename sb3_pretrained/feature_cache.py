@@ -179,7 +179,7 @@ class FeatureCache:
         slots = [self._slots.get(key) for key in keys]
         new_rows: dict[tuple[int, int], int] = {}  # key -> index into the computed batch
         first_row: list[int] = []
-        for row, (key, slot) in enumerate(zip(keys, slots)):
+        for row, (key, slot) in enumerate(zip(keys, slots, strict=False)):
             if slot is None and key not in new_rows:
                 new_rows[key] = len(first_row)
                 first_row.append(row)
@@ -192,6 +192,7 @@ class FeatureCache:
         out = torch.empty(len(keys), reference.shape[1], dtype=reference.dtype, device=reference.device)
         hit_rows = [row for row, slot in enumerate(slots) if slot is not None]
         if hit_rows:
+            assert self._store is not None  # hit rows are stored
             out[hit_rows] = self._store[[slots[row] for row in hit_rows]]
         if computed is not None:
             miss_rows = [row for row, slot in enumerate(slots) if slot is None]

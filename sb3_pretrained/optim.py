@@ -48,17 +48,21 @@ def group_lr(group: dict[str, Any]) -> float:
 class GroupedOptimizer:
     """Mixin for a ``torch.optim.Optimizer`` subclass; see the module docstring."""
 
+    #: Set by the ``Optimizer`` this mixin is combined with (declared for type checkers only).
+    param_groups: list[dict[str, Any]]
+
     def __init__(self, params, *args, **kwargs) -> None:
         params = list(params)
         if params and isinstance(params[0], dict):
             raise TypeError(f"{type(self).__name__} builds its own param groups: pass parameters, not groups.")
-        super().__init__(named_param_groups(params), *args, **kwargs)
+        # The next class in the MRO is the Optimizer subclass, which mypy cannot see from the mixin.
+        super().__init__(named_param_groups(params), *args, **kwargs)  # type: ignore[call-arg]
         #: Gradient norm of each group at the last step (tensors, converted when logged).
         self.grad_norms: dict[str, torch.Tensor] = {}
 
     def apply_group_lrs(self) -> None:
         """Set each group's LR to ``base * lr_scale * lr_factor``, taking a changed LR as the new base."""
-        for group in self.param_groups:  # type: ignore[attr-defined]
+        for group in self.param_groups:
             group["base_lr"] = base_lr(group)
             group["lr"] = group["applied_lr"] = group_lr(group)
 
@@ -67,7 +71,8 @@ class GroupedOptimizer:
         for group in self.param_groups:
             grads = [p.grad for p in group["params"] if p.grad is not None]
             if grads:
-                self.grad_norms[group["name"]] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+                self.grad_norms[group["name"]] = torch.linalg.vector_norm(norms)
             else:
                 self.grad_norms.pop(group["name"], None)
 

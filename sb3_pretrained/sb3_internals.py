@@ -78,7 +78,7 @@ class KeepsEncoderOnApply(nn.Module):
     other child and the module itself, never the encoder (item 4). To re-initialize the backbone on purpose, call
     ``extractor.encoder.backbone.apply(fn)``."""
 
-    def apply(self, fn: Callable[[nn.Module], None]):  # type: ignore[override]
+    def apply(self, fn: Callable[[nn.Module], None]):
         for name, module in self.named_children():
             if name != "encoder":
                 module.apply(fn)

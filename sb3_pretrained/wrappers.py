@@ -10,7 +10,7 @@ All keyword arguments are YAML-friendly (lists, not tuples), for rl_zoo3's ``env
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,12 @@ from sb3_pretrained.quantization import EmbeddingQuantizer, check_feature_range
 EMBEDDING_DTYPES = ("float32", "float16", "uint8")
 #: Encoder options the fast path passes through (its frames and fusion are its own arguments).
 WRAPPER_ENCODER_OPTIONS = ("pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "model_kwargs")
-_PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
 
 
 def _image_layout(space: spaces.Space, where: str) -> str:
@@ -100,21 +105,30 @@ class BackboneImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.resample = _PIL_RESAMPLE[interpolation]
 
         space = env.observation_space
+        #: Image keys of a Dict observation (None for a single image), and the layout of each image.
+        self.keys: list[str] | None
+        self.layouts: dict[str | None, str]
         if isinstance(space, spaces.Dict):
             candidates = [k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and len(s.shape) in (2, 3)]
             self.keys = list(keys) if keys is not None else candidates
             unknown = [k for k in self.keys if k not in space.spaces]
             if unknown or not self.keys:
-                raise ValueError(f"Image keys {unknown or self.keys} not usable; the Dict observation has {list(space.spaces)}.")
+                raise ValueError(
+                    f"Image keys {unknown or self.keys} not usable; the Dict observation has {list(space.spaces)}."
+                )
             self.layouts = {k: _image_layout(space[k], f"BackboneImage key '{k}'") for k in self.keys}
             self.observation_space = spaces.Dict(
-                {k: self._out_space(space[k], self.layouts[k]) if k in self.layouts else s for k, s in space.spaces.items()}
+                {
+                    k: self._out_space(cast(spaces.Box, s), self.layouts[k]) if k in self.layouts else s
+                    for k, s in space.spaces.items()
+                }
             )
         else:
             if keys is not None:
                 raise ValueError(f"keys={keys!r} is only for Dict observations; this env observes {space}.")
             self.keys = None
             self.layouts = {None: _image_layout(space, "BackboneImage")}
+            assert isinstance(space, spaces.Box)  # _image_layout raised otherwise
             self.observation_space = self._out_space(space, self.layouts[None])
 
     def _out_space(self, space: spaces.Box, layout: str) -> spaces.Box:
@@ -199,8 +213,11 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     ) -> None:
         space = venv.observation_space
         layout = _image_layout(space, "FrozenBackboneEmbedding")
+        assert isinstance(space, spaces.Box)  # _image_layout raised otherwise
         if space.dtype != np.uint8:
-            raise ValueError(f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage.")
+            raise ValueError(
+                f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage."
+            )
         check_frame_options(frame_stack, frame_mode, fusion)
         check_encoder_options(encoder_options, "FrozenBackboneEmbedding", WRAPPER_ENCODER_OPTIONS)
         self.channels_first = layout == "chw" and is_image_space_channels_first(space)
@@ -219,7 +236,9 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         if feature_range is not None and dtype != "uint8":
             raise ValueError(f"feature_range is the quantization range of dtype='uint8'; got dtype={dtype!r}. Drop it.")
 
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.encoder = BackboneEncoder(
             (channels, height, width),
             model_name,
@@ -291,12 +310,13 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         return fuse_frames(history, self.fusion) if self.frame_stack > 1 else history[:, -1]
 
     def reset(self) -> VecEnvObs:
-        embeddings = self.embed(self.venv.reset())
+        embeddings = self.embed(cast(np.ndarray, self.venv.reset()))  # image observations: one array
         self.history[:] = embeddings[:, None]
         return self._to_numpy(self._stacked(self.history))
 
     def step_wait(self) -> VecEnvStepReturn:
         observations, rewards, dones, infos = self.venv.step_wait()
+        observations = cast(np.ndarray, observations)  # image observations: one array
         terminal = [i for i, info in enumerate(infos) if dones[i] and info.get("terminal_observation") is not None]
         images = observations
         if terminal:  # one forward pass for the new observations and the episodes' last ones
@@ -308,8 +328,8 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         if terminal:
             ended = self.history[terminal].clone()
             ended[:, -1] = last
-            for row, i in zip(self._to_numpy(self._stacked(ended)), terminal):
+            for row, i in zip(self._to_numpy(self._stacked(ended)), terminal, strict=False):
                 infos[i]["terminal_observation"] = row
-        for i in np.flatnonzero(dones):
-            self.history[i] = current[i]  # a new episode starts with a history of its first observation
+        for index in np.flatnonzero(dones):
+            self.history[index] = current[index]  # a new episode starts with a history of its first observation
         return self._to_numpy(self._stacked(self.history)), rewards, dones, infos

@@ -7,7 +7,6 @@ import os
 # Tiny models run fastest single-threaded, and 2-core CI must not oversubscribe (zoo tests start subprocesses).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from stable_baselines3.common.envs import FakeImageEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TINY_MODEL = "test_efficientnet"
+
+
+def _needs(module: str, pip: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"needs {pip} (pip install '.[envs]')")
+
+
+needs_atari = _needs("ale_py", "ale-py")
+needs_box2d = _needs("Box2D", "box2d")
+needs_minigrid = _needs("minigrid", "minigrid")
+if importlib.util.find_spec("ale_py") is not None:
+    gym.register_envs(__import__("ale_py"))
+if importlib.util.find_spec("minigrid") is not None:
+    gym.register_envs(__import__("minigrid"))
 
 
 class MaskedFakeImageEnv(FakeImageEnv):

@@ -67,7 +67,7 @@ def test_learn_save_load_predict(algo, policy, discrete, kwargs, copies, tiny_we
     assert all(e.encoder.weight_source == "the saved model's state dict" for e in extractors_of(loaded))
     after, _ = loaded.predict(observations, deterministic=True)
     np.testing.assert_array_equal(before, after)
-    for original, restored in zip(extractors_of(model), extractors_of(loaded)):
-        for (key, a), b in zip(original.state_dict().items(), restored.state_dict().values()):
+    for original, restored in zip(extractors_of(model), extractors_of(loaded), strict=False):
+        for (key, a), b in zip(original.state_dict().items(), restored.state_dict().values(), strict=False):
             assert torch.equal(a, b), key
     assert all(e.frozen for e in extractors_of(loaded))

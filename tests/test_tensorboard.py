@@ -4,7 +4,6 @@ fine-tuning tags; every check reads the event files with TensorBoard's own reade
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from sb3_pretrained.cli import main
 from sb3_pretrained.tensorboard import INFO_TAG, INPUT_TAG, BackboneInputLogger
 from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 from tests.helpers import TINY_MODEL, image_env, read_events
-
 
 
 def logged_image(events: EventAccumulator) -> np.ndarray:

@@ -62,7 +62,8 @@ def _scratch_policy(policy: str, algo: str, where: str) -> str:
     for base in cls.__mro__:
         if base in aliases:
             return "CnnPolicy" if aliases[base] == "MlpPolicy" else aliases[base]
-    raise ConfigError(f"{where}: policy '{policy}' derives from none of {algo.upper()}'s policies: {', '.join(aliases.values())}.")
+    policies = ", ".join(aliases.values())
+    raise ConfigError(f"{where}: policy '{policy}' derives from none of {algo.upper()}'s policies: {policies}.")
 
 
 def scratch_entry(hyperparams: dict[str, Any], algo: str, where: str) -> dict[str, Any]:

@@ -200,6 +200,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help="join a running Ray cluster (auto, or host:port); default: a local Ray")
     parser.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs (and torch threads) per run (default: 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per run, fractions share one (default: 0)")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as many as resources allow)")
     parser.add_argument("--eval-freq", type=int, help="env steps between evaluations (default: 1/20 of the run)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default: 5)")
     parser.add_argument("--final-eval-episodes", type=int, help="episodes of the final evaluation (default: --eval-episodes)")
@@ -241,7 +242,7 @@ def sweep(argv: Sequence[str]) -> int:
             folder = Path(args.log_folder, name)
             if (folder / sweeps.SWEEP_FILE).exists():
                 parser.error(f"{folder} already holds a sweep: continue it with --resume {folder}, or choose another --name.")
-            resources = sweeps.Resources(args.cpus_per_trial, args.gpus_per_trial)
+            resources = sweeps.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent)
             trials = sweeps.plan_trials(
                 args.algo, args.env, variants, range(args.first_seed, args.first_seed + args.seeds), folder,
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,

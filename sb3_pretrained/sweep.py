@@ -46,10 +46,12 @@ class SweepError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """What each trial gets from Ray: ``cpus`` (also its torch threads) and ``gpus`` (a fraction shares a GPU)."""
+    """What each trial gets from Ray: ``cpus`` (also its torch threads) and ``gpus`` (a fraction shares a GPU); at most
+    ``max_concurrent`` trials run at once (0: as many as the cluster's resources allow)."""
 
     cpus: float = 1
     gpus: float = 0
+    max_concurrent: int = 0
 
 
 def plan_trials(
@@ -184,7 +186,11 @@ def run(folder: str | Path, address: str | None = None, resume: bool = False) ->
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search([dataclasses.asdict(trial) for trial in trials])},
-                tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+                tune_config=tune.TuneConfig(
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                    max_concurrent_trials=resources.max_concurrent or None,
+                ),
                 run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent)),
             )
         results = tuner.fit()

@@ -4,6 +4,7 @@
     sb3-pretrained train --algo dqn --env PongNoFrameskip-v4 --variant embedding -n 200000
     sb3-pretrained enjoy --algo ppo --env MiniGrid-Empty-5x5-v0
     sb3-pretrained backbones 'efficientnet_lite*'
+    sb3-pretrained sweep --variants scratch,frozen --seeds 5 -n 20000    # on Ray Tune: logs/sweeps/<name>/summary.md
 
 ``train`` picks the shipped config for ``--algo`` and ``--variant`` (or ``--conf-file``), checks it with
 :func:`sb3_pretrained.zoo.validate_config` (which never evaluates the config's strings) and hands every other flag
@@ -19,7 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sb3_pretrained.zoo import VARIANTS, ConfigError, config_path, validate_config
+from sb3_pretrained.scratch import variant_config
+from sb3_pretrained.zoo import VARIANTS, ConfigError, validate_config
 
 #: What ``sb3-pretrained train`` runs without arguments: PPO with a frozen ImageNet EfficientNet-Lite0 fed
 #: MiniGrid's 56x56 RGB view at its own size (zoo_configs/ppo.yml).
@@ -58,7 +60,8 @@ def _train_parser() -> argparse.ArgumentParser:
         "--variant",
         choices=list(VARIANTS),
         help="which shipped config: frozen (default: zoo_configs/<algo>.yml), embedding (<algo>_embedding.yml, "
-        "the frozen fast path) or finetune (<algo>_finetune.yml, gradual unfreezing + LR warmup)",
+        "the frozen fast path), finetune (<algo>_finetune.yml, gradual unfreezing + LR warmup) or scratch (SB3's "
+        "NatureCNN, derived from <algo>.yml or --conf-file: same observations and hyperparameters)",
     )
     parser.add_argument("-conf", "--conf-file", help="your own rl_zoo3 config instead of a shipped one")
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], help="overrides, key:value (as in rl_zoo3)")
@@ -74,10 +77,10 @@ def train(argv: Sequence[str]) -> int:
     """``sb3-pretrained train``: validate the config, then run rl_zoo3.train; returns the exit status."""
     parser = _train_parser()
     args, passthrough = parser.parse_known_args(list(argv) or list(DEFAULT_TRAIN))
-    if args.conf_file and args.variant:
-        parser.error("--conf-file and --variant both choose the config: give one of them.")
+    if args.conf_file and args.variant not in (None, "scratch"):
+        parser.error("--conf-file and --variant both choose the config: give one of them (or --variant scratch).")
     try:
-        conf = Path(args.conf_file) if args.conf_file else config_path(args.algo, args.variant or "frozen")
+        conf = variant_config(args.algo, args.variant or "frozen", Path(args.log_folder, "configs"), args.conf_file)
         validate_config(conf, args.algo, args.env, overrides=args.hyperparams)
     except ConfigError as err:
         print(f"sb3-pretrained train: error: {err}", file=sys.stderr)
@@ -169,7 +172,99 @@ def backbones(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "enjoy": enjoy, "backbones": backbones}
+def _sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sb3-pretrained sweep",
+        description="Train variants x seeds with rl_zoo3 on Ray Tune (a local Ray by default), evaluate each run "
+        "periodically, and write results.csv, summary.md (IQM and mean with 95%% bootstrap CIs) and curves.png into "
+        "the sweep folder. --resume continues an interrupted sweep; --report rebuilds the report from trial folders.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", metavar="FOLDER", help="continue the sweep in FOLDER (logs/sweeps/<name>)")
+    mode.add_argument("--report", metavar="FOLDER", nargs="+", help="rebuild the report from these sweep or trial folders")
+    parser.add_argument("-o", "--output", help="--report: where to write it (default: the folder, when only one is given)")
+    parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"rl_zoo3 algorithm (default: {DEFAULT_ALGO})")
+    parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
+    parser.add_argument(
+        "--variants", default="scratch,frozen", help=f"comma-separated: {', '.join(VARIANTS)} or your own names given "
+        "a --conf-file (default: scratch,frozen)",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3, help="runs per variant (default: 3)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ... (default: 0)")
+    parser.add_argument("-n", "--n-timesteps", type=int, help="env steps per run (default: the config's n_timesteps)")
+    parser.add_argument(
+        "-conf", "--conf-file", nargs="+", default=[], metavar="VARIANT=FILE",
+        help="your own config for a variant (a new name adds a variant; scratch is derived from frozen's)",
+    )  # fmt: skip
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], help="overrides for every run, key:value")
+    parser.add_argument("--name", help="sweep name (default: <algo>-<env>-<date>-<time>)")
+    parser.add_argument("-f", "--log-folder", default="logs/sweeps", help="where sweeps go (default: logs/sweeps)")
+    parser.add_argument("--address", help="join a running Ray cluster (auto, or host:port); default: a local Ray")
+    parser.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs (and torch threads) per run (default: 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per run, fractions share one (default: 0)")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as many as resources allow)")
+    parser.add_argument("--eval-freq", type=int, help="env steps between evaluations (default: 1/20 of the run)")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default: 5)")
+    parser.add_argument("--final-eval-episodes", type=int, help="episodes of the final evaluation (default: --eval-episodes)")
+    parser.add_argument("--n-eval-envs", type=int, default=1, help="envs per eval VecEnv (default: 1)")
+    parser.add_argument("--checkpoint-freq", type=int, help="env steps between checkpoints (default: 1/10 of the run)")
+    return parser
+
+
+def sweep(argv: Sequence[str]) -> int:
+    """``sb3-pretrained sweep``: start, resume or report a sweep; returns the exit status (1 when a run failed)."""
+    import re
+    from datetime import datetime
+
+    from sb3_pretrained import results
+    from sb3_pretrained import sweep as sweeps
+
+    parser = _sweep_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.report:
+            if args.output is None and len(args.report) > 1:
+                parser.error("--report with several folders: give --output DIR for the combined report.")
+            output = Path(args.output or args.report[0])
+            results.write_report(args.report, output)
+            print(f"sb3-pretrained sweep: report in {output}/ (results.csv, summary.md, curves.png)")
+            return 0
+        if args.resume:
+            folder = Path(args.resume)
+            sweeps.load_sweep(folder)
+        else:
+            variants = [v for v in args.variants.split(",") if v]
+            conf_files = dict(item.split("=", 1) for item in args.conf_file if "=" in item)
+            if len(conf_files) != len(args.conf_file):
+                parser.error("--conf-file takes VARIANT=FILE items, e.g. --conf-file frozen=my_ppo.yml")
+            bad = [v for v in [*variants, *conf_files] if not re.fullmatch(r"[A-Za-z0-9_-]+", v)]
+            if bad or args.seeds < 1:
+                parser.error(f"variant names are letters, digits, _ and - (got {bad}); --seeds is >= 1")
+            name = args.name or f"{args.algo}-{args.env}-{datetime.now():%Y%m%d-%H%M%S}"
+            folder = Path(args.log_folder, name)
+            if (folder / sweeps.SWEEP_FILE).exists():
+                parser.error(f"{folder} already holds a sweep: continue it with --resume {folder}, or choose another --name.")
+            resources = sweeps.Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent)
+            trials = sweeps.plan_trials(
+                args.algo, args.env, variants, range(args.first_seed, args.first_seed + args.seeds), folder,
+                n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
+                eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
+                checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
+            )  # fmt: skip
+            sweeps.save_sweep(folder, trials, resources)
+        failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))
+        results.write_report([folder], folder)
+    except (ConfigError, sweeps.SweepError, results.ReportError) as err:
+        print(f"sb3-pretrained sweep: error: {err}", file=sys.stderr)
+        return 2
+    print(f"sb3-pretrained sweep: report in {folder}/ (summary.md, results.csv, curves.png)")
+    if failed:
+        print(f"failed runs (their errors are in summary.md): {', '.join(failed)}")
+    print(f"resume it after an interruption: sb3-pretrained sweep --resume {folder}")
+    return 1 if failed else 0
+
+
+COMMANDS = {"train": train, "enjoy": enjoy, "backbones": backbones, "sweep": sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

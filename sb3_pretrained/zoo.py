@@ -40,6 +40,7 @@ VARIANTS = {
     "embedding": "{algo}_embedding.yml",  # frozen backbone in a VecEnv wrapper; the policy sees embeddings
     "frozen": "{algo}.yml",  # frozen TimmExtractor inside the policy
     "finetune": "{algo}_finetune.yml",  # TimmExtractor unfrozen gradually (GradualUnfreezing + LRWarmup)
+    "scratch": "{algo}.yml",  # derived from the frozen config at run time: SB3's NatureCNN (sb3_pretrained.scratch)
 }
 
 #: Keys rl_zoo3 reads itself (the rest go to the algorithm's constructor).

@@ -20,7 +20,7 @@ from tests.helpers import read_events
 
 def test_usage(capsys):
     assert main([]) == 2
-    assert "usage: sb3-pretrained {train,enjoy,backbones}" in capsys.readouterr().err
+    assert "usage: sb3-pretrained {train,enjoy,backbones,sweep}" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "sb3-pretrained train " in capsys.readouterr().out
     assert main(["fly"]) == 2

@@ -1,0 +1,224 @@
+"""The report of a sweep, rebuilt from trial folders alone: ``results.csv``, ``summary.md`` and ``curves.png``.
+
+Any set of trial folders will do (one sweep, several, or trials copied from other machines): each holds its
+``trial.json`` and ``evaluations.csv`` (:mod:`sb3_pretrained.trial`). Runs are grouped by (algorithm, env, variant).
+The final evaluation of each finished run is its score. Aggregates follow Agarwal et al. 2021 ("Deep RL at the Edge of
+the Statistical Precipice"): interquartile mean (IQM) and mean, with 95% confidence intervals from a stratified
+bootstrap over runs (percentile method), as ``rliable.library.get_interval_estimates`` computes them. The bootstrap is
+implemented here with numpy, because rliable 1.2.0 does not import with pandas 3 (its dependency ``arch`` < 8 fails,
+and ``arch`` 8 breaks rliable's bootstrap class).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluations, write_atomic
+
+#: Bootstrap resamples for the final scores (rliable's default) and for each point of the curves.
+REPS = 50_000
+CURVE_REPS = 2_000
+CONFIDENCE = 0.95
+RESULTS_COLUMNS = ("algo", "env", "variant", "seed", "status", *EVALUATION_COLUMNS, "trial_folder")
+
+
+class ReportError(ValueError):
+    """Trial folders a report cannot be made from; the message says what to do."""
+
+
+@dataclass
+class Trial:
+    """One trial as its folder records it."""
+
+    folder: Path
+    algo: str
+    env_id: str
+    variant: str
+    seed: int
+    status: str  # "finished", "error", "running" (interrupted) or "new"
+    error: str | None
+    evaluations: list[dict[str, float]]
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.algo, self.env_id, self.variant
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.evaluations[-1]
+
+
+def read_trials(folders: Sequence[str | Path]) -> list[Trial]:
+    """Every trial under ``folders`` (sweep folders or trial folders), sorted by group and seed.
+
+    :raises ReportError: a folder holds no trial, or the same (algo, env, variant, seed) appears twice
+    """
+    trials: dict[tuple[str, str, str, int], Trial] = {}
+    for folder in map(Path, folders):
+        paths = sorted(folder.rglob(TRIAL_FILE))
+        if not paths:
+            raise ReportError(f"'{folder}' holds no trial ({TRIAL_FILE} files): give a sweep folder or trial folders.")
+        for path in paths:
+            data = json.loads(path.read_text())
+            spec = data["spec"]
+            trial = Trial(
+                path.parent, spec["algo"], spec["env_id"], spec["variant"], spec["seed"], data["status"], data.get("error"),
+                read_evaluations(path.parent),
+            )  # fmt: skip
+            key = (*trial.group, trial.seed)
+            if key in trials:
+                raise ReportError(
+                    f"Seed {trial.seed} of {trial.variant} ({trial.algo}, {trial.env_id}) is in both {trials[key].folder} "
+                    f"and {trial.folder}: each run must appear once (give sweeps on other machines other --first-seed)."
+                )
+            trials[key] = trial
+    return sorted(trials.values(), key=lambda t: (*t.group, t.seed))
+
+
+def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean(scores, 0.25)``, as rliable)."""
+    return stats.trim_mean(scores, 0.25, axis=axis)
+
+
+def bootstrap_ci(
+    scores: np.ndarray, statistic: Callable[..., np.ndarray], reps: int = REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """Point estimate and 95% CI of ``statistic`` over runs, by rliable's stratified bootstrap (percentile method).
+
+    :param scores: ``(runs, tasks)``; runs are resampled with replacement within each task (the strata)
+    :param statistic: ``f(samples, axis)`` reducing the flattened run x task axis, e.g. :func:`iqm` or ``np.mean``
+    :param reps: bootstrap resamples
+    :param seed: of the resampling, so that a report is reproducible
+    :return: (point estimate, lower, upper)
+    """
+    scores = np.asarray(scores, dtype=float)
+    runs, tasks = scores.shape
+    index = np.random.default_rng(seed).integers(0, runs, size=(reps, runs, tasks))
+    samples = scores[index, np.arange(tasks)].reshape(reps, -1)
+    low, high = np.percentile(statistic(samples, axis=1), [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return float(statistic(scores.reshape(-1), axis=None)), float(low), float(high)
+
+
+def _curve(trials: list[Trial]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Env steps every run evaluated at, and the IQM with its 95% band over runs at each of them."""
+    steps = sorted(set.intersection(*({row["env_step"] for row in t.evaluations} for t in trials)))
+    returns = np.array([[row["eval_return_mean"] for row in t.evaluations if row["env_step"] in steps] for t in trials])
+    index = np.random.default_rng(0).integers(0, len(trials), size=(CURVE_REPS, len(trials)))
+    band = np.percentile(iqm(returns[index], axis=1), [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)], axis=0)
+    return np.array(steps), iqm(returns, axis=0), band[0], band[1]
+
+
+def results_csv(trials: Sequence[Trial]) -> str:
+    """One row per evaluation of every trial (the last row of a finished trial is its final evaluation)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULTS_COLUMNS)
+    for t in trials:
+        for row in t.evaluations:
+            writer.writerow([t.algo, t.env_id, t.variant, t.seed, t.status, *(row[k] for k in EVALUATION_COLUMNS), t.folder])
+    return out.getvalue()
+
+
+def _groups(trials: Sequence[Trial]) -> dict[tuple[str, str, str], list[Trial]]:
+    groups: dict[tuple[str, str, str], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault(t.group, []).append(t)
+    return groups
+
+
+def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> str:
+    """Per (algo, env, variant): final eval return as IQM and mean with 95% CIs, runs, env steps, wall-clock."""
+    lines = [
+        "# Sweep summary",
+        "",
+        f"From {len(trials)} trial folders under: {', '.join(str(s) for s in sources)}.",
+        "Score of a run: its final evaluation (deterministic policy, fixed eval seeds). IQM and mean over runs with 95% "
+        f"confidence intervals (stratified bootstrap over runs, percentile method, {REPS:,} resamples, as rliable's "
+        "`get_interval_estimates`).",
+        "",
+        "| algo | env | variant | runs | failed | unfinished | env steps | final return IQM [95% CI] "
+        "| final return mean [95% CI] | wall-clock per run (s) |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for (algo, env_id, variant), group in _groups(trials).items():
+        done = [t for t in group if t.status == "finished"]
+        failed = sum(t.status == "error" for t in group)
+        row = f"| {algo} | {env_id} | {variant} | {len(done)} | {failed} | {len(group) - len(done) - failed} |"
+        if done:
+            scores = np.array([[t.final["eval_return_mean"]] for t in done])
+            point, low, high = bootstrap_ci(scores, iqm)
+            mean, mean_low, mean_high = bootstrap_ci(scores, np.mean)
+            steps = sorted({int(t.final["env_step"]) for t in done})
+            wall = np.mean([t.final["wall_clock_s"] for t in done])
+            row += (
+                f" {'/'.join(map(str, steps))} | {point:.4g} [{low:.4g}, {high:.4g}] | {mean:.4g} [{mean_low:.4g}, "
+                f"{mean_high:.4g}] | {wall:.1f} |"
+            )
+        else:
+            row += " | | | |"
+        lines.append(row)
+    lines += ["", "## Runs", "", "| algo | env | variant | seed | status | env steps | final return | wall-clock (s) |"]
+    lines.append("|---|---|---|---:|---|---:|---:|---:|")
+    for t in trials:
+        last = t.evaluations[-1] if t.evaluations else None
+        numbers = f"{int(last['env_step'])} | {last['eval_return_mean']:.4g} | {last['wall_clock_s']:.1f}" if last else "| |"
+        lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} |")
+    errors = [t for t in trials if t.status == "error"]
+    if errors:
+        lines += ["", "## Failed trials", ""]
+        lines += [f"- `{t.folder}`: {t.error}" for t in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(trials: Sequence[Trial], path: str | Path) -> None:
+    """Eval return vs env steps, one line (IQM over runs) and 95% band per variant, one panel per (algo, env)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple[str, str], dict[str, list[Trial]]] = {}
+    for (algo, env_id, variant), group in _groups(trials).items():
+        done = [t for t in group if t.status == "finished"]
+        if done:
+            panels.setdefault((algo, env_id), {})[variant] = done
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for axis, ((algo, env_id), variants) in zip(axes[0], panels.items(), strict=True):
+        for variant, done in variants.items():
+            steps, center, low, high = _curve(done)
+            axis.plot(steps, center, label=f"{variant} ({len(done)} runs)")
+            axis.fill_between(steps, low, high, alpha=0.25)
+        axis.set(title=f"{algo.upper()} {env_id}", xlabel="env steps", ylabel="eval return (IQM, 95% CI)")
+        axis.legend()
+    figure.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def write_report(folders: Sequence[str | Path], output: str | Path) -> list[Trial]:
+    """Write ``results.csv``, ``summary.md`` and ``curves.png`` into ``output`` from the trial folders under ``folders``.
+
+    :raises ReportError: no trial, or no finished trial, under ``folders``
+    """
+    trials = read_trials(folders)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_atomic(output / "results.csv", results_csv(trials))
+    write_atomic(output / "summary.md", summary_markdown(trials, folders))
+    if not any(t.status == "finished" for t in trials):
+        raise ReportError(
+            f"No finished trial under {', '.join(map(str, folders))} (statuses: "
+            f"{', '.join(sorted({t.status for t in trials}))}); resume the sweep with --resume FOLDER."
+        )
+    plot_curves(trials, output / "curves.png")
+    return trials

@@ -1,0 +1,132 @@
+"""The ``scratch`` variant: a pretrained-backbone zoo config turned into SB3's own NatureCNN.
+
+A fair from-scratch baseline differs from the pretrained run in the encoder only: same env wrappers, frame stack,
+observation size and colour, same hyperparameters. It is therefore derived from the in-policy config
+(``zoo_configs/<algo>.yml``, or your own) when a run starts, never written by hand:
+
+- ``policy_kwargs``: ``features_extractor_class``, ``features_extractor_kwargs`` and every other keyword whose value
+  refers to ``sb3_pretrained`` are dropped (SB3's ``CnnPolicy`` then builds its ``NatureCNN``); the rest stays;
+- ``policy``: an ``sb3_pretrained`` policy class becomes the SB3 policy alias it derives from (``CnnPolicy``,
+  ``MultiInputPolicy``, ...; ``MlpPolicy`` becomes ``CnnPolicy``, whose extractor is the NatureCNN);
+- ``callback``: ``sb3_pretrained`` callbacks (backbone logging, unfreezing, warmup) are dropped;
+- an entry whose policy sees backbone embeddings (``FrozenBackboneEmbedding``) cannot be derived from: it is an error.
+
+The strings rl_zoo3 evaluates are parsed with :mod:`ast`, never evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sb3_pretrained.zoo import ConfigError, config_path, load_config
+
+PACKAGE = "sb3_pretrained"
+#: policy_kwargs keys that configure the pretrained backbone.
+EXTRACTOR_KEYS = ("features_extractor_class", "features_extractor_kwargs")
+
+
+def _refers_to_package(value: Any) -> bool:
+    return PACKAGE in (ast.unparse(value) if isinstance(value, ast.AST) else repr(value))
+
+
+def _scratch_policy_kwargs(value: Any, where: str) -> Any:
+    """``policy_kwargs`` without the backbone: a string stays a string (rl_zoo3 evaluates it), None when empty."""
+    if isinstance(value, dict):
+        kept = {k: v for k, v in value.items() if k not in EXTRACTOR_KEYS and not _refers_to_package(v)}
+        return kept or None
+    tree = ast.parse(value.strip(), mode="eval").body
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "dict" and not tree.args:
+        pairs = [(kw.arg, kw.value) for kw in tree.keywords]
+    elif isinstance(tree, ast.Dict):
+        pairs = [(k.value if isinstance(k, ast.Constant) else None, v) for k, v in zip(tree.keys, tree.values, strict=True)]
+    else:
+        pairs = [(None, tree)]
+    if any(key is None for key, _ in pairs):
+        raise ConfigError(f"{where}: cannot derive a scratch config from policy_kwargs {value!r}: write dict(key=value, ...).")
+    kept = [ast.keyword(key, v) for key, v in pairs if key not in EXTRACTOR_KEYS and not _refers_to_package(v)]
+    return ast.unparse(ast.Call(ast.Name("dict"), [], kept)) if kept else None
+
+
+def _scratch_policy(policy: str, algo: str, where: str) -> str:
+    """The SB3 alias an ``sb3_pretrained`` policy class derives from (``MlpPolicy`` -> ``CnnPolicy``)."""
+    from rl_zoo3.utils import ALGOS
+
+    module_name, _, name = policy.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    aliases = {policy_class: alias for alias, policy_class in getattr(ALGOS[algo], "policy_aliases", {}).items()}
+    for base in cls.__mro__:
+        if base in aliases:
+            return "CnnPolicy" if aliases[base] == "MlpPolicy" else aliases[base]
+    policies = ", ".join(aliases.values())
+    raise ConfigError(f"{where}: policy '{policy}' derives from none of {algo.upper()}'s policies: {policies}.")
+
+
+def scratch_entry(hyperparams: dict[str, Any], algo: str, where: str) -> dict[str, Any]:
+    """One config entry with SB3's NatureCNN in place of the pretrained backbone (see the module docstring).
+
+    :param hyperparams: the entry of the in-policy config (env wrappers, frame stack, hyperparameters)
+    :param algo: rl_zoo3 algorithm name, for the policy aliases
+    :param where: file and entry, for error messages
+    :raises ConfigError: the entry feeds the policy backbone embeddings, or its policy_kwargs cannot be parsed
+    """
+    if _refers_to_package(hyperparams.get("vec_env_wrapper")):
+        raise ConfigError(
+            f"{where}: its vec_env_wrapper runs the backbone in the env (an embedding config); the scratch variant is "
+            f"derived from an in-policy config such as zoo_configs/{algo}.yml."
+        )
+    entry = dict(hyperparams)
+    if "policy_kwargs" in entry:
+        kwargs = _scratch_policy_kwargs(entry.pop("policy_kwargs"), where)
+        if kwargs is not None:
+            entry["policy_kwargs"] = kwargs
+    if isinstance(entry.get("policy"), str) and entry["policy"].startswith(PACKAGE + "."):
+        entry["policy"] = _scratch_policy(entry["policy"], algo, where)
+    if "callback" in entry:
+        callbacks = entry.pop("callback")
+        kept = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks]) if not _refers_to_package(c)]
+        if kept:
+            entry["callback"] = kept
+    return entry
+
+
+def write_scratch_config(source: str | Path, algo: str, destination: str | Path) -> Path:
+    """Write the scratch config derived from every entry of ``source`` to ``destination`` (atomically).
+
+    :param source: an in-policy config (``zoo_configs/<algo>.yml`` or your own)
+    :param algo: rl_zoo3 algorithm name
+    :param destination: the YAML file to write; its folder is created
+    :return: ``destination``
+    """
+    config = load_config(source)
+    derived = {env: scratch_entry(entry, algo, f"{source} (entry '{env}')") for env, entry in config.items()}
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Generated by sb3-pretrained from\n#   {source}\n# the same entries with SB3's NatureCNN (CnnPolicy without "
+        "features_extractor_class) in place of the\n# pretrained backbone. Rewritten at every run: edit the source.\n"
+    )
+    tmp = destination.with_name(destination.name + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(derived, sort_keys=False))
+    tmp.replace(destination)
+    return destination
+
+
+def variant_config(algo: str, variant: str, folder: str | Path, source: str | Path | None = None) -> Path:
+    """The config file a run of ``variant`` uses: ``source`` or the shipped file, or for ``scratch`` the config
+    derived from it, written as ``<folder>/<algo>_scratch.yml``.
+
+    :param algo: rl_zoo3 algorithm name
+    :param variant: a key of :data:`sb3_pretrained.zoo.VARIANTS`
+    :param folder: where a derived config is written
+    :param source: your own config instead of the shipped one (for ``scratch``: the in-policy config to derive from)
+    :raises ConfigError: unknown variant, no shipped config, or a source scratch cannot be derived from
+    """
+    path = Path(source) if source is not None else config_path(algo, variant)
+    if variant != "scratch":
+        return path
+    return write_scratch_config(path, algo, Path(folder) / f"{algo}_scratch.yml")

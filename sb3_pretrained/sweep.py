@@ -1,0 +1,199 @@
+"""``sb3-pretrained sweep``: variants x seeds of rl_zoo3 trainings on Ray Tune, resumable, with a report.
+
+A sweep folder (``logs/sweeps/<name>/``) is both Ray Tune's experiment folder and a set of plain files:
+
+- ``sweep.json``: the trials (:class:`sb3_pretrained.trial.TrialSpec`) and their resources;
+- ``configs/``: the config file of each variant (copied, or derived for ``scratch``), so the folder is complete
+  and can move;
+- ``<variant>_seed<k>/``: one folder per trial, Ray's files (``params.json``, ``progress.csv``, ...) beside the
+  trial's own (:mod:`sb3_pretrained.trial`);
+- ``results.csv``, ``summary.md``, ``curves.png`` (:mod:`sb3_pretrained.results`).
+
+Ray knowledge lives here (checked against Ray 2.60): a function trainable reporting with ``tune.report``, one
+trial per (variant, seed) from a ``grid_search`` over trial dicts, ``tune.with_resources`` for the per-trial
+CPUs/GPUs, ``Tuner.restore(..., resume_errored=True)`` to resume. Trials resume from their own checkpoints (in the
+trial folder, written atomically), not from Ray's: Ray saves its experiment state every few seconds, so after a kill
+it may not know the latest checkpoint, while the trial folder always does. Trials write straight into the sweep
+folder, so on a cluster it must be on a filesystem every node mounts (as Ray's ``storage_path`` must be).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sb3_pretrained.scratch import variant_config
+from sb3_pretrained.trial import TrialSpec, run_trial, write_atomic
+from sb3_pretrained.zoo import VARIANTS, ConfigError, config_entry, load_config, validate_config
+
+SWEEP_FILE = "sweep.json"
+#: Environment of every trial: weights come from the offline sources (pip packages, the local cache), never a download.
+TRIAL_ENV_VARS = {"HF_HUB_OFFLINE": "1"}
+#: Defaults, as fractions of a trial's env steps: 20 evaluations and 10 checkpoints per trial.
+EVALUATIONS_PER_TRIAL = 20
+CHECKPOINTS_PER_TRIAL = 10
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start, resume or be reported; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What each trial gets from Ray: ``cpus`` (also its torch threads) and ``gpus`` (a fraction shares a GPU); at most
+    ``max_concurrent`` trials run at once (0: as many as the cluster's resources allow)."""
+
+    cpus: float = 1
+    gpus: float = 0
+    max_concurrent: int = 0
+
+
+def plan_trials(
+    algo: str,
+    env_id: str,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    folder: str | Path,
+    n_timesteps: int | None = None,
+    conf_files: dict[str, str] | None = None,
+    hyperparams: Sequence[str] = (),
+    eval_freq: int | None = None,
+    eval_episodes: int = 5,
+    final_eval_episodes: int | None = None,
+    checkpoint_freq: int | None = None,
+    n_eval_envs: int = 1,
+    resources: Resources = Resources(),
+) -> list[TrialSpec]:
+    """Check every variant's config and write it into ``<folder>/configs/``; the trials, variant-major.
+
+    :param algo: rl_zoo3 algorithm name
+    :param env_id: gymnasium env id
+    :param variants: shipped variants (:data:`sb3_pretrained.zoo.VARIANTS`) and names given a file in ``conf_files``
+    :param seeds: one trial per variant and seed
+    :param folder: the sweep folder
+    :param n_timesteps: env steps per trial (default: each config's ``n_timesteps``)
+    :param conf_files: variant -> your own config file (``scratch`` is derived from the ``frozen`` one when given)
+    :param hyperparams: rl_zoo3 ``--hyperparams`` overrides for every trial
+    :param eval_freq: env steps between evaluations (default: 1/20 of the trial's steps)
+    :param eval_episodes: episodes per evaluation
+    :param final_eval_episodes: episodes of the final evaluation (default: ``eval_episodes``)
+    :param checkpoint_freq: env steps between checkpoints (default: 1/10 of the trial's steps)
+    :param n_eval_envs: envs of each eval VecEnv
+    :param resources: per-trial CPUs (torch threads) and GPUs
+    :raises ConfigError: a variant without a config, or a config that would fail
+    """
+    conf_files = dict(conf_files or {})
+    configs = Path(folder) / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    trials = []
+    for variant in variants:
+        if variant not in VARIANTS and variant not in conf_files:
+            raise ConfigError(
+                f"Unknown variant '{variant}'. Shipped variants: {', '.join(VARIANTS)}; for your own, give its config: "
+                f"--conf-file {variant}=FILE.yml."
+            )
+        source = conf_files.get(variant) or (conf_files.get("frozen") if variant == "scratch" else None)
+        path = variant_config(algo, variant, configs, source)
+        if path.parent != configs:
+            path = Path(shutil.copyfile(path, configs / f"{algo}_{variant}.yml"))
+        validate_config(path, algo, env_id, overrides=hyperparams)
+        steps = n_timesteps or int(config_entry(load_config(path), env_id, str(path))[1]["n_timesteps"])
+        for seed in seeds:
+            trials.append(
+                TrialSpec(
+                    algo=algo, env_id=env_id, variant=variant, seed=seed, config=str(path.relative_to(folder)),
+                    n_timesteps=steps, eval_freq=eval_freq or max(steps // EVALUATIONS_PER_TRIAL, 1),
+                    eval_episodes=eval_episodes, final_eval_episodes=final_eval_episodes or eval_episodes,
+                    checkpoint_freq=checkpoint_freq or max(steps // CHECKPOINTS_PER_TRIAL, 1),
+                    hyperparams=tuple(hyperparams), n_eval_envs=n_eval_envs, num_threads=max(int(resources.cpus), 1),
+                )
+            )  # fmt: skip
+    return trials
+
+
+def save_sweep(folder: str | Path, trials: Sequence[TrialSpec], resources: Resources) -> None:
+    """Write ``sweep.json``, what ``--resume`` reads."""
+    data = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resources": dataclasses.asdict(resources),
+        "trials": [dataclasses.asdict(trial) for trial in trials],
+    }
+    write_atomic(Path(folder) / SWEEP_FILE, json.dumps(data, indent=2) + "\n")
+
+
+def load_sweep(folder: str | Path) -> tuple[list[TrialSpec], Resources]:
+    """The trials and resources of a sweep folder.
+
+    :raises SweepError: ``folder`` is not a sweep folder
+    """
+    path = Path(folder) / SWEEP_FILE
+    if not path.is_file():
+        raise SweepError(
+            f"'{folder}' is not a sweep folder (it has no {SWEEP_FILE}). Give the folder `sb3-pretrained sweep` "
+            "created, e.g. logs/sweeps/<name>."
+        )
+    data = json.loads(path.read_text())
+    trials = [TrialSpec(**{**trial, "hyperparams": tuple(trial["hyperparams"])}) for trial in data["trials"]]
+    return trials, Resources(**data["resources"])
+
+
+def _trainable(config: dict[str, Any], folder: str) -> None:
+    """Ray Tune's function trainable: one trial, in its folder inside the sweep folder."""
+    from ray import tune
+
+    spec = TrialSpec(**{**config["trial"], "hyperparams": tuple(config["trial"]["hyperparams"])})
+    spec = dataclasses.replace(spec, config=str(Path(folder, spec.config)))
+    run_trial(spec, Path(folder, spec.name), report=tune.report)
+
+
+def _trial_name(trial: Any) -> str:
+    """Ray's name and folder name of a trial: the trial folder's name, ``<variant>_seed<k>``."""
+    return f"{trial.config['trial']['variant']}_seed{trial.config['trial']['seed']}"
+
+
+def run(folder: str | Path, address: str | None = None, resume: bool = False) -> list[str]:
+    """Run (or resume) the sweep described by ``<folder>/sweep.json`` on Ray Tune; returns the failed trials' names.
+
+    :param folder: the sweep folder
+    :param address: a Ray cluster to join (``auto``, ``ray://host:10001``, ...); default: a local Ray on this machine's
+        cores, started and stopped here
+    :param resume: continue an interrupted sweep: finished trials are kept, the others continue from their last
+        checkpoint, failed ones are retried
+    """
+    import ray
+    from ray import tune
+
+    folder = Path(folder).resolve()
+    trials, resources = load_sweep(folder)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, folder=str(folder)), {"cpu": resources.cpus, "gpu": resources.gpus}
+    )
+    runtime_env = {"env_vars": TRIAL_ENV_VARS}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+    try:
+        if resume and tune.Tuner.can_restore(folder):
+            tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+        else:  # a new sweep, or one killed before Ray saved any state (the trial folders hold the progress)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial": tune.grid_search([dataclasses.asdict(trial) for trial in trials])},
+                tune_config=tune.TuneConfig(
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                    max_concurrent_trials=resources.max_concurrent or None,
+                ),
+                run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent)),
+            )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    return sorted(_trial_name(result) for result in results if result.error is not None)

@@ -1,0 +1,95 @@
+"""The scratch variant: every shipped in-policy config turns into SB3's NatureCNN with the same observations and
+hyperparameters, whatever form the backbone takes in the config, and `sb3-pretrained train --variant scratch` runs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
+
+import sb3_pretrained
+from sb3_pretrained import zoo
+from sb3_pretrained.cli import main
+from sb3_pretrained.scratch import scratch_entry, variant_config, write_scratch_config
+
+ALGOS = ("ppo", "a2c", "dqn", "qrdqn", "sac")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_shipped_configs_derive_natural_cnn_with_everything_else_equal(tmp_path, algo):
+    source = yaml.safe_load(zoo.config_path(algo, "frozen").read_text())
+    path = variant_config(algo, "scratch", tmp_path)
+    assert path == tmp_path / f"{algo}_scratch.yml"
+    derived = yaml.safe_load(path.read_text())
+    assert list(derived) == list(source)
+    for env, entry in derived.items():
+        assert "sb3_pretrained" not in yaml.safe_dump(entry)
+        assert entry["policy"] == "CnnPolicy"
+        backbone_keys = ("policy_kwargs", "callback")
+        assert {k: v for k, v in entry.items() if k not in backbone_keys} == {
+            k: v for k, v in source[env].items() if k not in backbone_keys
+        }
+        zoo.validate_config(path, algo, "PongNoFrameskip-v4" if env == "atari" else env)
+    if algo == "sac":  # other policy_kwargs stay
+        assert derived["CarRacing-v3"]["policy_kwargs"] == "dict(share_features_extractor=True)"
+
+
+@pytest.mark.parametrize(
+    ("policy_kwargs", "expected"),
+    [
+        (
+            "dict(features_extractor_class=importlib.import_module('sb3_pretrained').TimmExtractor,"
+            " features_extractor_kwargs=dict(model_name='efficientnet_lite0', frozen=True), net_arch=[64])",
+            "dict(net_arch=[64])",
+        ),
+        (
+            "{'features_extractor_class': sb3_pretrained.TimmExtractor, 'normalize_images': False}",
+            "dict(normalize_images=False)",
+        ),
+        ("dict(optimizer_class=importlib.import_module('sb3_pretrained').grouped(th.optim.Adam))", None),
+        ({"features_extractor_kwargs": {"model_name": "resnet18"}, "net_arch": [32]}, {"net_arch": [32]}),
+    ],
+)
+def test_backbone_keywords_leave_policy_kwargs(policy_kwargs, expected):
+    entry = scratch_entry({"policy": "CnnPolicy", "policy_kwargs": policy_kwargs}, "ppo", "test")
+    assert entry.get("policy_kwargs") == expected
+
+
+@pytest.mark.parametrize(
+    ("algo", "base", "alias"),
+    [
+        ("ppo", ActorCriticCnnPolicy, "CnnPolicy"),
+        ("ppo", ActorCriticPolicy, "CnnPolicy"),  # MlpPolicy's extractor flattens images: NatureCNN instead
+        ("ppo", MultiInputActorCriticPolicy, "MultiInputPolicy"),
+        ("dqn", DQNCnnPolicy, "CnnPolicy"),
+    ],
+)
+def test_package_policy_class_becomes_its_sb3_alias(monkeypatch, algo, base, alias):
+    monkeypatch.setattr(sb3_pretrained, "TimmTestPolicy", type("TimmTestPolicy", (base,), {}), raising=False)
+    entry = {"policy": "sb3_pretrained.TimmTestPolicy", "policy_kwargs": "dict(backbone='efficientnet_lite0')", "n_envs": 4}
+    assert scratch_entry(entry, algo, "test") == {"policy": alias, "policy_kwargs": "dict(backbone='efficientnet_lite0')",
+                                                  "n_envs": 4}  # fmt: skip
+
+
+def test_embedding_configs_and_odd_policy_kwargs_are_refused(tmp_path):
+    with pytest.raises(
+        zoo.ConfigError, match="embedding config.*derived from an in-policy config such as zoo_configs/ppo.yml"
+    ):
+        write_scratch_config(zoo.config_path("ppo", "embedding"), "ppo", tmp_path / "x.yml")
+    with pytest.raises(zoo.ConfigError, match="cannot derive a scratch config from policy_kwargs.*write dict"):
+        scratch_entry({"policy": "CnnPolicy", "policy_kwargs": "make_kwargs()"}, "ppo", "test")
+    assert not (tmp_path / "x.yml").exists()
+
+
+def test_train_variant_scratch_runs(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--variant", "scratch", "-n", "64", "--no-progress", "--eval-freq", "-1", "--seed", "0"]
+    assert main([*args, "--hyperparams", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]) == 0
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    model = PPO.load(tmp_path / "logs/ppo/MiniGrid-Empty-5x5-v0_1/MiniGrid-Empty-5x5-v0.zip")
+    assert type(model.policy.features_extractor) is NatureCNN
+    assert model.observation_space.shape == (3, 56, 56)  # MiniGrid's RGB view, as the frozen config sees it
+    assert (tmp_path / "logs/configs/ppo_scratch.yml").is_file()

@@ -1,0 +1,163 @@
+"""`sb3-pretrained sweep` on a local Ray: bad input stops before Ray starts; a tiny sweep killed mid-run resumes
+(finished trials are not rerun, killed ones continue from their checkpoint), a broken trial fails alone, and the
+report holds what the trials logged and can be rebuilt from their folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sb3_pretrained import zoo
+from sb3_pretrained.cli import main
+
+ENV = "MiniGrid-Empty-5x5-v0"
+#: A tiny sweep: 512 env steps a trial, an evaluation and a checkpoint every 128.
+TINY = ["-n", "512", "--eval-freq", "128", "--eval-episodes", "2", "--checkpoint-freq", "128",
+        "-params", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]  # fmt: skip
+
+
+def trial_state(folder: Path) -> dict:
+    return json.loads((folder / "trial.json").read_text())
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_bad_input_stops_before_ray(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--variants", "scratch,frozne"]) == 2
+    assert "Unknown variant 'frozne'" in capsys.readouterr().err
+    assert main(["sweep", "--algo", "td3", "--env", "CarRacing-v3", "--variants", "frozen"]) == 2
+    assert "ships no 'frozen' config for 'td3'" in capsys.readouterr().err
+    assert main(["sweep", "--variants", "frozen", "-params", "n_step:8"]) == 2
+    assert "unknown key 'n_step'" in capsys.readouterr().err
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "is not a sweep folder (it has no sweep.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "--conf-file", "my.yml"])
+    assert "--conf-file takes VARIANT=FILE items" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("sweep.json"))
+
+
+def test_existing_sweep_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main(["sweep", "-f", str(tmp_path), "--name", "s"])
+    assert f"continue it with --resume {tmp_path / 's'}" in capsys.readouterr().err
+
+
+def start_sweep(args: list[str], log: Path) -> subprocess.Popen:
+    """The sweep command in its own process group (the driver and the Ray processes it starts)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "sb3_pretrained.cli", "sweep", *args]
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the sweep ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < end, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sweep_killed_resumes_and_reports(tmp_path):
+    entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo.yml").read_text())[ENV]
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump({ENV: {**entry, "env_kwargs": {"no_such_argument": 1}}}))
+    sweep = tmp_path / "sweeps" / "tiny"
+    args = ["--variants", "scratch,frozen,broken", "--conf-file", f"broken={tmp_path / 'broken.yml'}", "--seeds", "2",
+            "-f", str(tmp_path / "sweeps"), "--name", "tiny", *TINY]  # fmt: skip
+
+    # Kill the whole sweep (driver and Ray) once a trial has finished and another has checkpointed.
+    process = start_sweep(args, tmp_path / "first.log")
+    states = lambda: {p.parent.name: trial_state(p.parent)["status"] for p in sweep.glob("*/trial.json")}  # noqa: E731
+    checkpointed = lambda: [n for n, s in states().items() if s == "running" and (sweep / n / "checkpoint.json").exists()]  # noqa: E731
+    wait_for(lambda: "finished" in states().values() and checkpointed(), process, tmp_path / "first.log")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(n for n, s in states().items() if s == "finished")
+    killed = sorted(n for n, s in states().items() if s == "running")
+    resumed_at = {n: json.loads((sweep / n / "checkpoint.json").read_text())["env_step"] for n in checkpointed()}
+    assert finished and resumed_at and all(0 < step < 512 for step in resumed_at.values())
+    mtimes = {n: (sweep / n / "evaluations.csv").stat().st_mtime_ns for n in finished}
+
+    process = start_sweep(["--resume", str(sweep)], tmp_path / "resume.log")
+    assert process.wait(timeout=600) == 1, (tmp_path / "resume.log").read_text()[-3000:]  # 1: some trials failed
+    good = [f"{v}_seed{s}" for v in ("scratch", "frozen") for s in (0, 1)]
+    for name in finished:  # not rerun
+        assert len(trial_state(sweep / name)["starts"]) == 1
+        assert (sweep / name / "evaluations.csv").stat().st_mtime_ns == mtimes[name]
+    for name in killed:  # continued from their checkpoint (or from 0 when they had none)
+        starts = trial_state(sweep / name)["starts"]
+        assert [s["env_step"] for s in starts] == [0, resumed_at.get(name, 0)]
+    for name in good:
+        state = trial_state(sweep / name)
+        assert state["status"] == "finished", state
+        evaluations = csv_rows(sweep / name / "evaluations.csv")
+        assert [float(r["env_step"]) for r in evaluations] == [128, 256, 384, 512]
+        walls = [float(r["wall_clock_s"]) for r in evaluations]
+        assert walls == sorted(walls)  # a resumed trial's clock goes on from its checkpoint
+        # The eval curve is what SB3's EvalCallback logged, over the trial's rl_zoo3 run folders (one per start).
+        runs = sorted((sweep / name / "ppo").glob(f"{ENV}_*"))
+        assert len(runs) == len(state["starts"])
+        logged = {}
+        for run in runs:
+            npz = np.load(run / "evaluations.npz")
+            logged.update({float(t): r for t, r in zip(npz["timesteps"], npz["results"], strict=True)})
+        for row in evaluations:
+            episodes = logged[float(row["env_step"])]
+            assert float(row["eval_return_mean"]) == pytest.approx(np.mean(episodes))
+            assert int(float(row["eval_episodes"])) == len(episodes) == 2
+    for name in ("broken_seed0", "broken_seed1"):
+        state = trial_state(sweep / name)
+        assert state["status"] == "error" and "no_such_argument" in state["error"]
+
+    # results.csv holds every trial's evaluations; summary.md their final returns and the failures.
+    rows = csv_rows(sweep / "results.csv")
+    for name in good:
+        variant, seed = name.split("_seed")
+        mine = [r for r in rows if r["variant"] == variant and r["seed"] == seed]
+        assert [{k: float(r[k]) for k in ("env_step", "wall_clock_s", "eval_return_mean")} for r in mine] == [
+            {k: float(r[k]) for k in ("env_step", "wall_clock_s", "eval_return_mean")}
+            for r in csv_rows(sweep / name / "evaluations.csv")
+        ]
+    summary = (sweep / "summary.md").read_text()
+    for variant in ("scratch", "frozen"):
+        finals = [float(csv_rows(sweep / f"{variant}_seed{s}" / "evaluations.csv")[-1]["eval_return_mean"]) for s in (0, 1)]
+        assert f"| ppo | {ENV} | {variant} | 2 | 0 | 0 | 512 | {np.mean(finals):.4g} [" in summary
+    assert f"| ppo | {ENV} | broken | 0 | 2 | 0 |" in summary and "no_such_argument" in summary
+    assert (sweep / "curves.png").stat().st_size > 10_000
+
+    # scratch is SB3's NatureCNN on the same observations as frozen
+    from stable_baselines3 import PPO
+
+    scratch, frozen = (
+        PPO.load(sorted((sweep / f"{v}_seed0" / "ppo").glob(f"{ENV}_*"))[-1] / f"{ENV}.zip") for v in ("scratch", "frozen")
+    )
+    assert type(scratch.policy.features_extractor).__name__ == "NatureCNN"
+    assert type(frozen.policy.features_extractor).__name__ == "TimmExtractor"
+    assert scratch.observation_space == frozen.observation_space
+
+    # The report from the trial folders alone, split as if they came from two machines.
+    for machine, variant in (("a", "scratch"), ("b", "frozen")):
+        for seed in (0, 1):
+            shutil.copytree(sweep / f"{variant}_seed{seed}", tmp_path / machine / f"{variant}_seed{seed}")
+    assert main(["sweep", "--report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "report")]) == 0
+    rebuilt = (tmp_path / "report" / "summary.md").read_text()
+    table = [line for line in summary.splitlines() if line.startswith("| ppo |") and "broken" not in line]
+    assert table == [line for line in rebuilt.splitlines() if line.startswith("| ppo |")]

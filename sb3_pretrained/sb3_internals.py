@@ -21,6 +21,12 @@ Each item, the version it was checked against, and the test that fails if a rele
    re-initialize a pretrained backbone. :class:`KeepsEncoderOnApply` skips the encoder. Checked: SB3 2.9.2
    (``ActorCriticPolicy._build``). Test: ``tests/test_extractors.py::test_ortho_init_leaves_backbone_untouched``.
 
+5. **``BaseAlgorithm.load`` restores the saved attributes (``model.__dict__.update(data)``), rebuilds the policy, then
+   loads the optimizers' state through ``BaseAlgorithm.set_parameters``.** :func:`model_setting_parameters` finds
+   that model on the call stack, so a grouped optimizer's ``load_state_dict`` can give the model back its saved
+   fine-tuning state (stages that train). Checked: SB3 2.9.2. Test:
+   ``tests/test_callbacks.py::test_load_without_callbacks_keeps_trained_stages_and_drops_the_warmup_factor``.
+
 No other module of this package walks the call stack or patches SB3.
 """
 
@@ -40,6 +46,7 @@ from torch import nn
 from sb3_pretrained.feature_cache import FeatureCache
 
 _SAVED_MODEL_LOADERS = {BaseAlgorithm.load.__func__.__code__, BasePolicy.load.__func__.__code__}  # type: ignore[attr-defined]
+_SET_PARAMETERS = BaseAlgorithm.set_parameters.__code__
 _CACHES_ATTR = "_sb3_pretrained_feature_caches"
 
 
@@ -55,6 +62,12 @@ def rebuilding_saved_model() -> bool:
     """Whether we are being built by SB3's ``load``, which overwrites every weight with the saved state dict
     right after (item 1 of the module docstring)."""
     return any(frame.f_code in _SAVED_MODEL_LOADERS for frame in _callers())
+
+
+def model_setting_parameters() -> BaseAlgorithm | None:
+    """The SB3 model whose ``set_parameters`` (called by ``load``, item 5) is loading the caller's state, if any."""
+    frame = next((frame for frame in _callers() if frame.f_code is _SET_PARAMETERS), None)
+    return frame.f_locals.get("self") if frame is not None else None
 
 
 def policy_under_construction() -> BaseModel | None:

@@ -8,10 +8,11 @@ import pytest
 import torch
 from sb3_contrib import QRDQN
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_pretrained import GradualUnfreezing, LRWarmup, TimmExtractor
+from sb3_pretrained.callbacks import schedule_timesteps
 from sb3_pretrained.optim import GroupedOptimizer, model_optimizers
 from tests.helpers import TINY_MODEL, image_env
 
@@ -148,7 +149,10 @@ def test_unfrozen_bn_trains_when_asked():
     assert changed and all(any(k.startswith(m + ".") for m in top) for k in changed)
 
 
-def test_resume_continues_freeze_state_warmup_and_scales(tmp_path):
+@pytest.mark.parametrize("reset_num_timesteps", [False, True], ids=["continue-clock", "reset-clock"])
+def test_resume_continues_freeze_state_warmup_and_scales(tmp_path, reset_num_timesteps):
+    """Resumed from a save at 192 steps, the run matches an uninterrupted one step for step, also when learn() resets
+    num_timesteps (its default, and what rl_zoo3's -i does): the schedule runs on the model's own clock."""
     def callbacks():
         return [GradualUnfreezing({128: 1, 320: "all"}), LRWarmup(256, start_factor=0.2, restart_at=[128, 320])]
 
@@ -163,14 +167,35 @@ def test_resume_continues_freeze_state_warmup_and_scales(tmp_path):
     assert isinstance(loaded.policy.optimizer, GroupedOptimizer)  # groups rebuilt at load: optimizer state loaded
     assert loaded.policy.optimizer.state_dict()["state"], "Adam moments were restored"
     recorder = RecordLRs()
-    loaded.learn(256, callback=callbacks() + [recorder], reset_num_timesteps=False)
-    assert loaded.num_timesteps == 448
-    resumed = {t: lrs for t, _, _, lrs in recorder.records}
+    loaded.learn(256, callback=callbacks() + [recorder], reset_num_timesteps=reset_num_timesteps)
+    offset = 192 if reset_num_timesteps else 0
+    assert loaded.num_timesteps + offset == 448 and schedule_timesteps(loaded) == 448
+    resumed = {t + offset: lrs for t, _, _, lrs in recorder.records}
     expected = {t: lrs for t, _, _, lrs in reference.records if t > 192}
     assert resumed.keys() == expected.keys()
     for t in expected:
         assert resumed[t] == pytest.approx(expected[t], rel=1e-12), t
     assert loaded.policy.features_extractor.trainable_stages == len(loaded.policy.features_extractor.stages)
+
+
+def trainable_params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.policy.parameters()}.values() if p.requires_grad)
+
+
+def test_load_without_callbacks_keeps_trained_stages_and_drops_the_warmup_factor(tmp_path):
+    """A checkpoint written mid-warmup (factor 0.2 + 0.8 * 64/256 = 0.4), loaded and trained without the callbacks:
+    the stage that trained at save time still trains, and the LR is the full one, not 0.4 forever."""
+    model = build(PPO, frozen=True)
+    checkpoints = CheckpointCallback(save_freq=192, save_path=str(tmp_path), name_prefix="rl_model")
+    model.learn(192, callback=[GradualUnfreezing({128: 1}), LRWarmup(256, start_factor=0.2, restart_at=[128]), checkpoints])
+    assert all(g["lr_factor"] == 1.0 for g in model.policy.optimizer.param_groups)  # reset when training ended
+    loaded = PPO.load(tmp_path / "rl_model_192_steps.zip", env=image_env(), device="cpu")
+    assert loaded.policy.features_extractor.trainable_stages == 1
+    assert trainable_params(loaded) == trainable_params(model)
+    recorder = RecordLRs()
+    loaded.learn(128, callback=recorder)
+    assert recorder.records and all(lrs["head"] == pytest.approx(1e-3, rel=1e-12) for _, _, _, lrs in recorder.records)
+    assert loaded.policy.features_extractor.trainable_stages == 1
 
 
 def test_tensorboard_tags(tmp_path):

@@ -11,7 +11,10 @@ rl_zoo3 ``eval``\\s some of their strings itself (``policy_kwargs``, ``normalize
 - import paths (``policy``, ``env_wrapper``, ``vec_env_wrapper``, ``callback``) resolve, and their keyword
   arguments exist;
 - strings the zoo evaluates parse, and use only names the zoo's namespace defines;
-- every ``model_name`` is a timm model.
+- every ``model_name`` is a timm model;
+- unless the config is trusted (``trust=True``, ``--trust-config``), the config runs no code beyond what
+  :mod:`sb3_pretrained.trust` allows: evaluated strings hold data and known classes only, import paths name classes
+  of trusted packages, and no other module is imported to check it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 import yaml
 
 from sb3_pretrained.backbones import check_model_name
+from sb3_pretrained.trust import ALLOWED_IN_EXPRESSIONS, disallowed_part, untrusted_import
 
 CONFIG_DIR = Path(__file__).parent / "zoo_configs"
 #: ``--variant`` of the CLI -> file name pattern in :data:`CONFIG_DIR`.
@@ -55,6 +59,8 @@ EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs"
 #: Keys whose value the zoo turns into a schedule: a number, or "lin_<number>" (linear decay to 0).
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 IMPORT_KEYS = ("env_wrapper", "vec_env_wrapper", "callback")
+#: How the messages about code in a config end.
+TRUST_HINT = "pass --trust-config (validate_config(..., trust=True)) if you trust this config"
 
 _ENV_PACKAGES = {
     "atari": (("ale_py", "ale-py"), ("cv2", "opencv-python-headless")),
@@ -156,13 +162,17 @@ def valid_keys(algo: str) -> tuple[list[str], list[str]]:
     return list(ZOO_KEYS), [name for name in _algo_parameters(algo) if name not in ZOO_PASSED]
 
 
-def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequence[str] = ()) -> None:
+def validate_config(
+    path: str | Path, algo: str, env_id: str, overrides: Sequence[str] = (), trust: bool = False
+) -> None:
     """Check the entry of ``env_id`` in the rl_zoo3 config ``path`` for ``algo``, without evaluating anything.
 
     :param path: YAML config file
     :param algo: rl_zoo3 algorithm name (``ppo``, ``dqn``, ...)
     :param env_id: gymnasium env id
     :param overrides: the zoo's ``--hyperparams`` items (``key:value``); their keys are checked
+    :param trust: the config may run any code (evaluated strings, imports of any module); False: only what
+        :mod:`sb3_pretrained.trust` allows, and modules outside its trusted packages are not imported to check them
     :raises ConfigError: the first problem found, naming the file, the key and the fix
     """
     config = load_config(path)
@@ -182,11 +192,22 @@ def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequenc
         if required not in hyperparams:
             raise ConfigError(f"{where}: '{required}' is missing; rl_zoo3 needs it in every entry.")
     for key, value in hyperparams.items():
-        _check_value(where, algo, key, value)
-    _check_extractor_kwargs(where, hyperparams)
+        _check_value(where, algo, key, value, trust)
+    _check_extractor_kwargs(where, hyperparams, trust)
 
 
-def _check_extractor_kwargs(where: str, hyperparams: Mapping[str, Any]) -> None:
+def check_code(where: str, algo: str, hyperparams: Mapping[str, Any]) -> None:
+    """Check only what in a config entry runs code (evaluated strings, import paths) against the allow-list of
+    :mod:`sb3_pretrained.trust`, e.g. the ``config.yml`` that ``rl_zoo3.enjoy`` reads from a run folder.
+
+    :raises ConfigError: the first part not allowed, naming it and the trust flag
+    """
+    for key, value in hyperparams.items():
+        if key in (*EVALUATED_KEYS, *IMPORT_KEYS, "policy"):
+            _check_value(where, algo, key, value, trust=False)
+
+
+def _check_extractor_kwargs(where: str, hyperparams: Mapping[str, Any], trust: bool) -> None:
     """``policy_kwargs.features_extractor_kwargs`` given as YAML, for a policy whose default extractor is known:
     every key must be an argument of that extractor."""
     policy, policy_kwargs = hyperparams.get("policy"), hyperparams.get("policy_kwargs")
@@ -195,7 +216,7 @@ def _check_extractor_kwargs(where: str, hyperparams: Mapping[str, Any]) -> None:
     kwargs = policy_kwargs.get("features_extractor_kwargs")
     if not isinstance(kwargs, dict) or "features_extractor_class" in policy_kwargs:
         return
-    default = inspect.signature(_resolve(where, "policy", policy)).parameters.get("features_extractor_class")
+    default = inspect.signature(_resolve(where, "policy", policy, trust)).parameters.get("features_extractor_class")
     if default is None or not isinstance(default.default, type):
         return
     extractor = default.default
@@ -249,7 +270,7 @@ def _check_scalar(where: str, key: str, value: Any) -> None:
             raise _type_error(where, key, "a number or 'lin_<number>' (linear decay to 0)", value)
 
 
-def _check_value(where: str, algo: str, key: str, value: Any) -> None:
+def _check_value(where: str, algo: str, key: str, value: Any, trust: bool) -> None:
     if key in _SCALAR_KEYS:
         _check_scalar(where, key, value)
     elif key == "env_kwargs":
@@ -257,11 +278,11 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
             raise _type_error(where, key, "a mapping of keyword arguments", value)
     elif key in IMPORT_KEYS:
         for name, kwargs in _import_specs(where, key, value):
-            _check_import(where, key, name, kwargs)
+            _check_import(where, key, name, kwargs, trust)
     elif key == "policy":
-        _check_policy(where, algo, value)
+        _check_policy(where, algo, value, trust)
     elif key in EVALUATED_KEYS:
-        _check_evaluated(where, key, value)
+        _check_evaluated(where, key, value, trust)
     elif key == "noise_type":
         if not isinstance(value, str):
             raise _type_error(where, key, "a string ('normal' or 'ornstein-uhlenbeck')", value)
@@ -271,10 +292,10 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
             raise _type_error(where, key, _describe(hint), value)
 
 
-def _check_evaluated(where: str, key: str, value: Any) -> None:
+def _check_evaluated(where: str, key: str, value: Any, trust: bool) -> None:
     """A key rl_zoo3 evaluates when it is a string: an expression, or data (a mapping; ``normalize`` also a bool)."""
     if isinstance(value, str):
-        _check_expression(where, key, value)
+        _check_expression(where, key, value, trust)
     elif key == "normalize" and isinstance(value, bool):
         return
     elif not isinstance(value, dict):
@@ -336,10 +357,14 @@ def _import_specs(where: str, key: str, value: Any) -> Iterator[tuple[str, dict[
             raise _type_error(where, key, usage + " (check the indentation)", item)
 
 
-def _resolve(where: str, key: str, name: str) -> Any:
+def _resolve(where: str, key: str, name: str, trust: bool) -> Any:
+    """What the import path ``name`` names, imported only when trusted (see :func:`sb3_pretrained.trust.untrusted_import`)."""
     module_name, _, attr = name.rpartition(".")
     if not module_name:
         raise ConfigError(f"{where}: {key} '{name}' is not an import path (package.module.Name).")
+    reason = None if trust else untrusted_import(name)
+    if reason is not None:
+        raise ConfigError(f"{where}: {key} '{name}' {reason}; {TRUST_HINT}.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -351,8 +376,8 @@ def _resolve(where: str, key: str, name: str) -> Any:
     return getattr(module, attr)
 
 
-def _check_import(where: str, key: str, name: str, kwargs: dict[str, Any]) -> None:
-    target = _resolve(where, key, name)
+def _check_import(where: str, key: str, name: str, kwargs: dict[str, Any], trust: bool) -> None:
+    target = _resolve(where, key, name, trust)
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):  # builtins without a signature: nothing to check
@@ -368,11 +393,11 @@ def _check_import(where: str, key: str, name: str, kwargs: dict[str, Any]) -> No
     _check_model_names(where, f"{key} '{name}'", _model_names_in_data(kwargs))
 
 
-def _check_policy(where: str, algo: str, value: Any) -> None:
+def _check_policy(where: str, algo: str, value: Any, trust: bool) -> None:
     if not isinstance(value, str):
         raise _type_error(where, "policy", "a policy name (CnnPolicy, MlpPolicy, ...) or an import path", value)
     if "." in value:
-        _resolve(where, "policy", value)
+        _resolve(where, "policy", value, trust)
         return
     aliases = list(getattr(_algo_class(algo), "policy_aliases", {}))
     if value not in aliases:
@@ -380,8 +405,9 @@ def _check_policy(where: str, algo: str, value: Any) -> None:
         raise ConfigError(f"{where}: {algo.upper()} has no policy '{value}'.{hint} Policies: {', '.join(aliases)}.")
 
 
-def _check_expression(where: str, key: str, source: str) -> None:
-    """Parse a string the zoo will eval: syntax, free names against the zoo's namespace, backbone names."""
+def _check_expression(where: str, key: str, source: str, trust: bool) -> None:
+    """Parse a string the zoo will eval: syntax, free names against the zoo's namespace, the allow-list (unless
+    trusted), backbone names."""
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
@@ -395,18 +421,29 @@ def _check_expression(where: str, key: str, source: str) -> None:
                 f"{where}: '{key}' uses the name '{node.id}', which rl_zoo3's eval namespace does not define "
                 f"(NameError at startup). For the extractor, name the policy by its import path instead (e.g. policy: "
                 f"sb3_pretrained.policies.TimmActorCriticPolicy) and give features_extractor_kwargs as YAML; otherwise "
-                f"import it inside the string, e.g. importlib.import_module('sb3_pretrained').{node.id} or "
-                f"importlib.import_module('package.module').{node.id}."
+                f"import it inside the string, e.g. importlib.import_module('sb3_pretrained').{node.id} (or, with "
+                f"--trust-config, importlib.import_module('package.module').{node.id})."
             )
+    bad = None if trust else disallowed_part(tree, _zoo_module_namespace())
+    if bad is not None:
+        raise ConfigError(
+            f"{where}: '{key}' contains {ast.unparse(bad)!r}, which is not allowed in a string rl_zoo3 evaluates unless "
+            f"you trust the config. Allowed: {ALLOWED_IN_EXPRESSIONS}. Write it as plain YAML, or {TRUST_HINT}."
+        )
     _check_model_names(where, key, _model_names_in_ast(tree))
+
+
+def _zoo_module_namespace() -> dict[str, Any]:
+    """The globals of ``rl_zoo3.exp_manager``, where rl_zoo3 evaluates config strings."""
+    import rl_zoo3.exp_manager
+
+    return vars(rl_zoo3.exp_manager)
 
 
 def _zoo_namespace() -> set[str]:
     import builtins
 
-    import rl_zoo3.exp_manager
-
-    return set(vars(rl_zoo3.exp_manager)) | set(vars(builtins))
+    return set(_zoo_module_namespace()) | set(vars(builtins))
 
 
 def _model_names_in_ast(tree: ast.AST) -> list[str]:

@@ -61,3 +61,28 @@ def read_events(folder: Path) -> EventAccumulator:
     events.Reload()
     return events
 
+
+
+def save_small_model(path: Path) -> Path:
+    """Save a small SB3 model (PPO, MlpPolicy, CartPole) to ``path`` (a .zip) and return it."""
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, device="cpu", seed=0).save(path)
+    return path
+
+
+def write_run_folder(log_folder: Path, algo: str, env_id: str, run_id: int, model: bool = True) -> Path:
+    """A run folder as rl_zoo3 leaves it (``<env>_<id>/`` with ``<env>/config.yml`` and ``args.yml``, written as
+    rl_zoo3 writes them), with the final model when ``model``."""
+    from collections import OrderedDict
+
+    import yaml
+
+    run = log_folder / algo / f"{env_id}_{run_id}"
+    (run / env_id).mkdir(parents=True)
+    config = OrderedDict([("n_envs", 1), ("n_timesteps", 1000.0), ("policy", "MlpPolicy"), ("train_freq", (1, "step"))])
+    (run / env_id / "config.yml").write_text(yaml.dump(config))
+    (run / env_id / "args.yml").write_text(yaml.dump(OrderedDict([("algo", algo), ("env", env_id), ("env_kwargs", None)])))
+    if model:
+        save_small_model(run / f"{env_id}.zip")
+    return run

@@ -4,6 +4,7 @@ configs before training with a message that names the file, the key and the fix.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,8 +206,35 @@ def test_missing_entry_suggests_close_env_ids():
 def test_validation_never_evaluates_config_strings(tmp_path):
     marker = tmp_path / "evaluated"
     path = write_config(tmp_path, {"policy_kwargs": f"__import__('pathlib').Path({str(marker)!r}).touch()"})
-    zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")  # parses fine: only rl_zoo3 would run it
+    zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0", trust=True)  # parses fine: only rl_zoo3 would run it
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "offending"),
+    [
+        ("policy_kwargs", "__import__('os').system('touch pwned') or dict(net_arch=[64])", "__import__('os')"),
+        ("normalize", "dict(norm_obs=False, norm_reward=os.system('touch pwned') == 0)", "os.system('touch pwned') == 0"),
+    ],
+)
+def test_code_in_evaluated_strings_needs_trust(tmp_path, key, value, offending):
+    path = write_config(tmp_path, {key: value})
+    with pytest.raises(zoo.ConfigError, match=f"'{key}' contains .*{re.escape(offending)}.*--trust-config"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
+    zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0", trust=True)
+
+
+def test_import_paths_outside_trusted_packages_are_neither_imported_nor_run(tmp_path, capsys):
+    sys.modules.pop("this", None)
+    path = write_config(tmp_path, {"callback": ["this.Anything"]})
+    with pytest.raises(zoo.ConfigError, match="callback 'this.Anything' imports 'this', which is outside.*--trust-config"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
+    assert "this" not in sys.modules and "Beautiful is better" not in capsys.readouterr().out
+    with pytest.raises(zoo.ConfigError, match="module 'this' has no 'Anything'"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0", trust=True)  # trusted: imported and checked
+    path = write_config(tmp_path, {"callback": [{"rl_zoo3.utils.get_class_by_name": {"name": "os.system"}}]})
+    with pytest.raises(zoo.ConfigError, match="names function 'rl_zoo3.utils.get_class_by_name', not a class"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
 """Fine-tuning callbacks: gradual unfreezing by backbone stage and LR warmup, on timesteps.
 
-Both are pure functions of ``model.num_timesteps``, so after ``save``/``load`` and
-``learn(..., reset_num_timesteps=False)`` they continue exactly where they were. Both install grouped
-optimizers (:mod:`sb3_pretrained.optim`) and log under ``finetune/`` in TensorBoard:
+Both are pure functions of the schedule's clock, :func:`schedule_timesteps`: every timestep the model has trained,
+kept in the model's saved attributes. It goes on where ``num_timesteps`` restarts (``learn()`` with
+``reset_num_timesteps=True``, the default, and rl_zoo3's ``-i``), so after ``save``/``load`` the schedule continues
+exactly where it was, whatever the resume path. A loaded model also keeps the stages that trained when it was saved
+(:func:`restore_finetune_state`), and its warmup factors are 1 until a callback sets them. Both callbacks install
+grouped optimizers (:mod:`sb3_pretrained.optim`) and log under ``finetune/`` in TensorBoard:
 
 - ``finetune/lr/<optimizer>/<group>``: the LR of each param group (``head``, ``backbone.stem``, ...)
 - ``finetune/trainable_params``, ``finetune/unfrozen_stages``, ``finetune/backbone_grad_norm``
@@ -20,6 +23,10 @@ from sb3_pretrained.extractors import TimmExtractor
 from sb3_pretrained.optim import HEAD_GROUP, GroupedOptimizer, group_lr, install_grouped_optimizers, model_optimizers
 
 ALL = "all"
+#: Model attribute holding the fine-tuning state; SB3's ``save`` stores it with the model's other attributes
+#: and ``load`` restores it: ``timesteps`` (the schedule's clock) when ``num_timesteps`` was ``num_timesteps``,
+#: and ``trainable_stages`` (set by :class:`GradualUnfreezing`).
+FINETUNE_STATE = "finetune_state"
 
 
 def _timestep(value, what: str) -> int:
@@ -46,6 +53,37 @@ def model_extractors(model) -> list[TimmExtractor]:
     return [m for m in model.policy.modules() if isinstance(m, TimmExtractor)]
 
 
+def schedule_timesteps(model) -> int:
+    """The fine-tuning schedule's clock: every timestep ``model`` has trained, across ``learn()`` calls, ``save`` and
+    ``load``, whether or not ``learn()`` reset ``num_timesteps``. Each call brings the clock up to date.
+
+    Steps trained by a ``learn()`` without the fine-tuning callbacks count too, unless a later ``learn()`` reset
+    ``num_timesteps`` before any callback saw them.
+    """
+    state = model.__dict__.setdefault(FINETUNE_STATE, {})
+    now = model.num_timesteps
+    last = state.get("num_timesteps", now)
+    # num_timesteps only goes down when learn() resets it to 0: every step since then is new.
+    clock = state.get("timesteps", now) + (now - last if now >= last else now)
+    state.update(timesteps=clock, num_timesteps=now)
+    return clock
+
+
+def restore_finetune_state(model) -> None:
+    """Bring a model that ``ALGO.load`` has just rebuilt back to the fine-tuning state it was saved in: the stages
+    that trained then train again (the extractor is rebuilt as its arguments say, usually frozen), and the clock
+    catches up with the saved ``num_timesteps`` (a checkpoint may be written before the callbacks saw its last step).
+    Called by the grouped optimizers when ``load`` restores their state."""
+    if FINETUNE_STATE not in model.__dict__:
+        return
+    schedule_timesteps(model)
+    count = model.__dict__[FINETUNE_STATE].get("trainable_stages")
+    if count is not None:
+        for extractor in model_extractors(model):
+            if extractor.trainable_stages != count:
+                extractor.set_trainable_stages(count)
+
+
 def log_finetune_state(model, logger) -> None:
     """Record the ``finetune/`` TensorBoard values for ``model``."""
     extractors = model_extractors(model)
@@ -66,7 +104,7 @@ def log_finetune_state(model, logger) -> None:
 
 class FinetuneCallback(BaseCallback):
     """Base of the fine-tuning callbacks: finds the extractors, installs grouped optimizers, applies the
-    schedule at every step from ``num_timesteps`` and logs ``finetune/`` values at the end of each rollout."""
+    schedule at every step from :func:`schedule_timesteps` and logs ``finetune/`` values at the end of each rollout."""
 
     def _init_callback(self) -> None:
         if not model_extractors(self.model):
@@ -76,7 +114,7 @@ class FinetuneCallback(BaseCallback):
             )
         install_grouped_optimizers(self.model)
         self._check_against_model()
-        self._apply(self.model.num_timesteps)
+        self._apply(schedule_timesteps(self.model))
 
     def _check_against_model(self) -> None:
         """Validate what needs the model (e.g. stage names) before training starts."""
@@ -85,7 +123,7 @@ class FinetuneCallback(BaseCallback):
         raise NotImplementedError
 
     def _on_step(self) -> bool:
-        self._apply(self.num_timesteps)
+        self._apply(schedule_timesteps(self.model))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -157,6 +195,7 @@ class GradualUnfreezing(FinetuneCallback):
 
     def _apply(self, timesteps: int) -> None:
         count = self.trainable_stages_at(timesteps)
+        self.model.__dict__[FINETUNE_STATE]["trainable_stages"] = count
         changed = [e for e in model_extractors(self.model) if e.trainable_stages != count]
         for extractor in changed:
             extractor.set_trainable_stages(count)
@@ -170,7 +209,8 @@ class LRWarmup(FinetuneCallback):
     It multiplies whatever schedule the algorithm has (constant, an SB3 callable, rl_zoo3's ``lin_2.5e-4``)
     and the per-group LR scales; it leaves ``model.lr_schedule`` untouched, so saving is unaffected.
     The factor is updated at every environment step and takes effect at the next gradient step (for PPO/A2C:
-    once per rollout, like SB3's own schedule).
+    once per rollout, like SB3's own schedule). It goes back to 1 when training ends, so a later ``learn()``
+    without this callback trains at the full LR.
 
     :param steps: warmup length in timesteps (> 0)
     :param start_factor: factor at the start of warmup, in [0, 1]
@@ -213,8 +253,13 @@ class LRWarmup(FinetuneCallback):
         return self.start_factor + (1.0 - self.start_factor) * progress
 
     def _apply(self, timesteps: int) -> None:
-        factor = self.factor_at(timesteps)
+        self._set_factor(self.factor_at(timesteps))
+
+    def _set_factor(self, factor: float) -> None:
         for optimizer in model_optimizers(self.model).values():
             for group in optimizer.param_groups:
                 if self.groups == ALL or group["name"] != HEAD_GROUP:
                     group["lr_factor"] = factor
+
+    def _on_training_end(self) -> None:
+        self._set_factor(1.0)

@@ -7,20 +7,40 @@
     sb3-pretrained sweep --variants scratch,frozen --seeds 5 -n 20000    # on Ray Tune: logs/sweeps/<name>/summary.md
 
 ``train`` picks the shipped config for ``--algo`` and ``--variant`` (or ``--conf-file``), checks it with
-:func:`sb3_pretrained.zoo.validate_config` (which never evaluates the config's strings) and hands every other flag
-to ``rl_zoo3.train``; models and TensorBoard logs go under ``logs/``, with a progress bar.
+:func:`sb3_pretrained.zoo.validate_config` (which never evaluates the config's strings, and refuses code outside
+:mod:`sb3_pretrained.trust`'s allow-list unless ``--trust-config``) and hands every other flag to ``rl_zoo3.train``;
+models and TensorBoard logs go under ``logs/``, with a progress bar. Models, checkpoints and VecNormalize statistics
+are written atomically (:func:`sb3_pretrained.sb3_internals.atomic_saves`); the summary names the run this process
+trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
+from sb3_pretrained.runs import (
+    RunFolderError,
+    check_run_folder,
+    checkpoints,
+    final_model,
+    model_problem,
+    newest_loadable,
+    resume_model,
+    run_folders,
+    saved_timesteps,
+)
+from sb3_pretrained.sb3_internals import atomic_saves, recording_experiments
 from sb3_pretrained.scratch import variant_config
+from sb3_pretrained.trust import UntrustedError
 from sb3_pretrained.zoo import VARIANTS, ConfigError, validate_config
 
 #: What ``sb3-pretrained train`` runs without arguments: PPO with a frozen ImageNet EfficientNet-Lite0 fed
@@ -46,13 +66,29 @@ def _run_zoo(prog: str, argv: Sequence[str]) -> None:
         sys.argv = saved
 
 
+def _error(command: str, message: str) -> int:
+    print(f"sb3-pretrained {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of ``-n``: rl_zoo3 takes 0 and negative values as "the config's n_timesteps"; here they are errors."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of timesteps >= 1, got {text}; leave -n out to train the config's n_timesteps"
+        )
+    return value
+
+
 def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained train",
         allow_abbrev=False,  # an abbreviated zoo flag must reach the zoo, not match one of ours
         description="Train with rl_zoo3 and an sb3-pretrained config. Without arguments: "
         + " ".join(DEFAULT_TRAIN)
-        + ". Every rl_zoo3.train flag not listed here is passed through (python -m rl_zoo3.train --help).",
+        + ". Every rl_zoo3.train flag not listed here is passed through (python -m rl_zoo3.train --help). Models are "
+        "saved atomically; Ctrl-C (or SIGTERM) stops training, saves the model and exits with status 130.",
     )
     parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"rl_zoo3 algorithm (default: {DEFAULT_ALGO})")
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
@@ -65,6 +101,16 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-conf", "--conf-file", help="your own rl_zoo3 config instead of a shipped one")
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], help="overrides, key:value (as in rl_zoo3)")
+    parser.add_argument("-n", "--n-timesteps", type=_positive_int, help="timesteps to train (default: the config's)")
+    parser.add_argument(
+        "-i", "--trained-agent", metavar="MODEL_OR_RUN",
+        help="continue training a saved model (.zip), or the newest model that loads in a run folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trust-config", action="store_true",
+        help="let the config run any code (strings rl_zoo3 evaluates, imports of any module); without it only data, "
+        "known classes and classes of trusted packages are allowed (see README, Security)",
+    )  # fmt: skip
     parser.add_argument("-f", "--log-folder", default=LOG_FOLDER, help=f"models and run folders (default: {LOG_FOLDER})")
     parser.add_argument(
         "-tb", "--tensorboard-log", default=TENSORBOARD_FOLDER, help=f"TensorBoard folder (default: {TENSORBOARD_FOLDER})"
@@ -73,26 +119,61 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _interrupts_recorded() -> Iterator[list[str]]:
+    """Inside the block, SIGINT and SIGTERM raise KeyboardInterrupt (rl_zoo3 then stops training and saves the model)
+    and their names are appended to the list this yields."""
+    received: list[str] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield received
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train(argv: Sequence[str]) -> int:
-    """``sb3-pretrained train``: validate the config, then run rl_zoo3.train; returns the exit status."""
+    """``sb3-pretrained train``: validate the config, then run rl_zoo3.train; returns the exit status (130 when
+    interrupted)."""
     parser = _train_parser()
     args, passthrough = parser.parse_known_args(list(argv) or list(DEFAULT_TRAIN))
     if args.conf_file and args.variant not in (None, "scratch"):
         parser.error("--conf-file and --variant both choose the config: give one of them (or --variant scratch).")
     try:
         conf = variant_config(args.algo, args.variant or "frozen", Path(args.log_folder, "configs"), args.conf_file)
-        validate_config(conf, args.algo, args.env, overrides=args.hyperparams)
-    except ConfigError as err:
-        print(f"sb3-pretrained train: error: {err}", file=sys.stderr)
-        return 2
+        validate_config(conf, args.algo, args.env, overrides=args.hyperparams, trust=args.trust_config)
+        resume, skipped = resume_model(args.trained_agent, args.env) if args.trained_agent else (None, [])
+    except (ConfigError, RunFolderError) as err:
+        return _error("train", str(err))
+    for message in skipped:
+        print(f"sb3-pretrained train: {message}", file=sys.stderr)
     zoo_args = ["--algo", args.algo, "--env", args.env, "--conf-file", str(conf), "-f", args.log_folder]
     zoo_args += ["-tb", args.tensorboard_log] + ([] if args.no_progress else ["--progress"])
+    zoo_args += ["-n", str(args.n_timesteps)] if args.n_timesteps else []
+    zoo_args += ["-i", str(resume)] if resume else []
     zoo_args += (["--hyperparams", *args.hyperparams] if args.hyperparams else []) + passthrough
     print(f"sb3-pretrained: {conf} -> python -m rl_zoo3.train {' '.join(zoo_args)}")
     start = time.perf_counter()
-    _run_zoo("train", zoo_args)
-    _summary(Path(args.log_folder), args.tensorboard_log, args.algo, args.env, time.perf_counter() - start)
-    return 0
+    with _interrupts_recorded() as interrupts, atomic_saves(), recording_experiments() as experiments:
+        try:
+            _run_zoo("train", zoo_args)
+        except KeyboardInterrupt:
+            where = f" ({experiments[-1].save_path})" if experiments else ""
+            print(f"sb3-pretrained train: interrupted before a model was saved{where}.", file=sys.stderr)
+            return 130
+    if not experiments:  # rl_zoo3 ran no training (hyperparameter optimization)
+        return 0
+    run = Path(experiments[-1].save_path)
+    _summary(run, args.env, args.algo, Path(args.log_folder), args.tensorboard_log, time.perf_counter() - start, interrupts)
+    return 130 if interrupts else 0
 
 
 def training_returns(run: Path) -> list[float]:
@@ -105,22 +186,27 @@ def training_returns(run: Path) -> list[float]:
     return [reward for _, reward in sorted(episodes)]
 
 
-def _summary(log_folder: Path, tensorboard_log: str, algo: str, env_id: str, seconds: float) -> None:
-    """Print where the run went, how long it took and the mean episode return it reached."""
-    from rl_zoo3.utils import get_latest_run_id
-
-    run = log_folder / algo / f"{env_id}_{get_latest_run_id(str(log_folder / algo), env_id)}"
-    lines = [f"sb3-pretrained: trained in {seconds:.0f} s; model: {run / env_id}.zip"]
+def _summary(
+    run: Path, env_id: str, algo: str, log_folder: Path, tensorboard_log: str, seconds: float, interrupts: list[str]
+) -> None:
+    """Print where this process's run went, how long it took and the mean episode return it reached."""
+    model = final_model(run, env_id)
+    steps = saved_timesteps(model)
+    if interrupts:
+        lines = [f"sb3-pretrained train: interrupted ({interrupts[0]}) after {seconds:.0f} s, at {steps} timesteps; "
+                 f"model saved: {model}", f"continue it: the same command with -i {model}"]  # fmt: skip
+    else:
+        lines = [f"sb3-pretrained: trained in {seconds:.0f} s; model: {model}"]
     last = training_returns(run)[-100:]
     if last:
         lines.append(f"mean return of the last {len(last)} training episodes: {sum(last) / len(last):.3f}")
-    lines.append(f"watch it: sb3-pretrained enjoy --algo {algo} --env {env_id} -f {log_folder}")
+    run_id = run.name.rpartition("_")[2]
+    lines.append(f"watch it: sb3-pretrained enjoy --algo {algo} --env {env_id} -f {log_folder} --exp-id {run_id}")
     lines.append(f"TensorBoard: tensorboard --logdir {tensorboard_log}")
-    print("\n".join(lines))
+    print("\n".join(lines), file=sys.stderr if interrupts else sys.stdout)
 
 
-def enjoy(argv: Sequence[str]) -> int:
-    """``sb3-pretrained enjoy``: rl_zoo3.enjoy with this command's defaults (algo, env, ``-f logs``)."""
+def _enjoy_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained enjoy",
         allow_abbrev=False,
@@ -131,15 +217,74 @@ def enjoy(argv: Sequence[str]) -> int:
     parser.add_argument(
         "-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})"
     )
-    args, passthrough = parser.parse_known_args(argv)
-    if not any(Path(args.folder, args.algo).glob(f"{args.env}_*")):
-        print(
-            f"sb3-pretrained enjoy: error: no trained {args.algo} agent for {args.env} under {args.folder}/. "
-            f"Train one first: sb3-pretrained train --algo {args.algo} --env {args.env}",
-            file=sys.stderr,
-        )
-        return 2
-    _run_zoo("enjoy", ["--algo", args.algo, "--env", args.env, "-f", args.folder, *passthrough])
+    parser.add_argument("--exp-id", type=int, default=0, help="run id (default: 0, the latest run)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--load-best", action="store_true", help="the run's best model (best_model.zip)")
+    which.add_argument("--load-checkpoint", type=int, metavar="STEPS", help="the run's checkpoint at STEPS timesteps")
+    which.add_argument(
+        "--load-last-checkpoint", action="store_true",
+        help="the run's newest checkpoint that loads (newer ones that do not are skipped)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trust-run-folder", action="store_true",
+        help="read the run folder's config.yml/args.yml as rl_zoo3 does (yaml.UnsafeLoader, evaluated strings) without "
+        "checking them first: only for run folders you trust (see README, Security)",
+    )  # fmt: skip
+    return parser
+
+
+def _enjoy_model(args: argparse.Namespace, run: Path) -> tuple[Path, list[str]]:
+    """The model file ``enjoy`` loads from ``run`` and the rl_zoo3 flags that select it; with
+    ``--load-last-checkpoint`` the newest checkpoint that loads, naming those skipped.
+
+    :raises RunFolderError: ``--load-last-checkpoint`` and no checkpoint of the run loads
+    """
+    if args.load_best:
+        return run / "best_model.zip", ["--load-best"]
+    if args.load_checkpoint is not None:
+        return run / f"rl_model_{args.load_checkpoint}_steps.zip", ["--load-checkpoint", str(args.load_checkpoint)]
+    if not args.load_last_checkpoint:
+        return final_model(run, args.env), []
+    found = checkpoints(run)
+    newest, skipped = newest_loadable([path for _, path in reversed(found)])
+    for message in skipped:
+        print(f"sb3-pretrained enjoy: {message}", file=sys.stderr)
+    if newest is None:
+        raise RunFolderError(f"run {run} has no checkpoint that loads{' (see above)' if found else ''}.")
+    return newest, ["--load-checkpoint", str(next(steps for steps, path in found if path == newest))]
+
+
+def enjoy(argv: Sequence[str]) -> int:
+    """``sb3-pretrained enjoy``: rl_zoo3.enjoy with this command's defaults (algo, env, ``-f logs``), on a run whose
+    model loads and whose saved config runs no code unless trusted."""
+    args, passthrough = _enjoy_parser().parse_known_args(argv)
+    runs = run_folders(args.folder, args.algo, args.env)
+    train_one = f"Train one first: sb3-pretrained train --algo {args.algo} --env {args.env}"
+    if not runs:
+        return _error("enjoy", f"no trained {args.algo} agent for {args.env} under {args.folder}/. {train_one}")
+    run_id = args.exp_id or max(runs)
+    if run_id not in runs:
+        return _error("enjoy", f"no run {run_id} of {args.algo} on {args.env} under {args.folder}/; runs: "
+                               f"{', '.join(map(str, runs))} (--exp-id).")  # fmt: skip
+    run = runs[run_id]
+    try:
+        model, flags = _enjoy_model(args, run)
+        if not args.trust_run_folder:
+            check_run_folder(run, args.env, args.algo)
+    except (RunFolderError, UntrustedError) as err:
+        return _error("enjoy", str(err))
+    problem = model_problem(model)
+    if problem is not None:
+        with_model = [i for i, path in runs.items() if final_model(path, args.env).is_file()]
+        others = (
+            f"Runs that hold a model: {', '.join(str(runs[i]) for i in with_model)}; watch one with --exp-id {with_model[-1]}."
+            if with_model else f"No run holds a final model. {train_one}"
+        )  # fmt: skip
+        has_checkpoints = " It has checkpoints: --load-last-checkpoint." if checkpoints(run) and not flags else ""
+        return _error("enjoy", f"run {run} holds no loadable {model.name} ({problem}): its training failed, was "
+                               f"interrupted before saving, or is still running.{has_checkpoints} {others}")  # fmt: skip
+    zoo_args = ["--algo", args.algo, "--env", args.env, "-f", args.folder, "--exp-id", str(run_id), *flags]
+    _run_zoo("enjoy", zoo_args + passthrough)
     return 0
 
 
@@ -191,12 +336,15 @@ def _sweep_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3, help="runs per variant (default: 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ... (default: 0)")
-    parser.add_argument("-n", "--n-timesteps", type=int, help="env steps per run (default: the config's n_timesteps)")
+    parser.add_argument(
+        "-n", "--n-timesteps", type=_positive_int, help="env steps per run (default: the config's n_timesteps)"
+    )
     parser.add_argument(
         "-conf", "--conf-file", nargs="+", default=[], metavar="VARIANT=FILE",
         help="your own config for a variant (a new name adds a variant; scratch is derived from frozen's)",
     )  # fmt: skip
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], help="overrides for every run, key:value")
+    parser.add_argument("--trust-config", action="store_true", help="let the configs run any code (see train --help)")
     parser.add_argument("--name", help="sweep name (default: <algo>-<env>-<date>-<time>)")
     parser.add_argument("-f", "--log-folder", default="logs/sweeps", help="where sweeps go (default: logs/sweeps)")
     parser.add_argument("--address", help="join a running Ray cluster (auto, or host:port); default: a local Ray")
@@ -250,6 +398,7 @@ def sweep(argv: Sequence[str]) -> int:
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
                 eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                 checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
+                trust_config=args.trust_config,
             )  # fmt: skip
             sweeps.save_sweep(folder, trials, resources)
         failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))

@@ -5,7 +5,7 @@ SB3 sets ``param_group["lr"]`` of every group to the scheduled LR at each ``trai
 step, sets each group's LR to ``base * lr_scale * lr_factor``:
 
 - ``lr_scale``: fixed per group (backbone LR scale, layer-wise decay), from the extractor's arguments;
-- ``lr_factor``: set by callbacks (warmup).
+- ``lr_factor``: set by callbacks (warmup); 1 after ``load_state_dict``, until a callback sets it again.
 
 All groups, frozen stages included, exist from construction, so a saved optimizer state always loads.
 """
@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from torch.optim import Optimizer
+
+from sb3_pretrained.sb3_internals import model_setting_parameters
 
 #: Attribute set on each backbone parameter by TimmExtractor: (group name, lr scale).
 GROUP_ATTR = "_sb3_pretrained_group"
@@ -75,6 +77,19 @@ class GroupedOptimizer:
                 self.grad_norms[group["name"]] = torch.linalg.vector_norm(norms)
             else:
                 self.grad_norms.pop(group["name"], None)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a saved state. A saved warmup factor is dropped (the callback that set it sets it again from its
+        clock; without it the LR is the full one), and inside ``ALGO.load`` the model gets back the fine-tuning
+        state it was saved in (:func:`sb3_pretrained.callbacks.restore_finetune_state`)."""
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        for group in self.param_groups:
+            group["lr_factor"] = 1.0
+        model = model_setting_parameters()
+        if model is not None:
+            from sb3_pretrained.callbacks import restore_finetune_state  # callbacks.py imports this module
+
+            restore_finetune_state(model)
 
     def step(self, closure=None):
         self.apply_group_lrs()

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluations, write_atomic
+from sb3_pretrained.atomic import write_atomic
+from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluations
 
 #: Bootstrap resamples for the final scores (rliable's default) and for each point of the curves.
 REPS = 50_000

@@ -27,22 +27,41 @@ Each item, the version it was checked against, and the test that fails if a rele
    fine-tuning state (stages that train). Checked: SB3 2.9.2. Test:
    ``tests/test_callbacks.py::test_load_without_callbacks_keeps_trained_stages_and_drops_the_warmup_factor``.
 
-No other module of this package walks the call stack or patches SB3.
+6. **Where SB3 writes a save**: ``BaseAlgorithm.save(path)`` and ``save_replay_buffer(path)`` open ``path`` with
+   ``.zip`` / ``.pkl`` appended when it has no suffix (``save_util.open_path``) and accept an open file instead;
+   ``VecNormalize.save(path)`` opens ``path`` as given. :func:`atomic_saves` makes all three write through
+   :func:`sb3_pretrained.atomic.atomic_path`, only inside its ``with`` block. rl_zoo3 saves the final model, the
+   checkpoints (SB3's ``CheckpointCallback``), the best model (``EvalCallback``) and VecNormalize statistics
+   (``SaveVecNormalizeCallback``) through these three. Checked: SB3 2.9.2, rl_zoo3 2.9.2. Test:
+   ``tests/test_atomic.py``.
+7. **rl_zoo3's ``train()`` builds one ``ExperimentManager`` and calls its ``setup_experiment()``**, whose
+   ``save_path`` is the run folder it trains into. :func:`recording_experiments` records the managers set up inside
+   its ``with`` block, so ``sb3-pretrained train`` names the run it trained, not the newest folder. Checked: rl_zoo3
+   2.9.2. Test: ``tests/test_cli.py::test_summary_names_the_run_this_process_trained``.
+
+Items 6 and 7 replace library methods only inside a ``with`` block and put them back on exit. No other module of
+this package walks the call stack or patches SB3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
+from sb3_pretrained.atomic import atomic_path
 from sb3_pretrained.feature_cache import FeatureCache
 
 _SAVED_MODEL_LOADERS = {BaseAlgorithm.load.__func__.__code__, BasePolicy.load.__func__.__code__}  # type: ignore[attr-defined]
@@ -132,6 +151,70 @@ def _trpo_skips_frozen_parameters() -> None:
 
     compute_actor_grad._skips_frozen = True  # type: ignore[attr-defined]
     TRPO._compute_actor_grad = compute_actor_grad  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _replaced(owner: type, name: str, make: Callable[[Callable], Callable]) -> Iterator[None]:
+    """``owner.name`` replaced by ``make(original)`` inside the block, put back on exit."""
+    original = owner.__dict__[name]
+    setattr(owner, name, functools.wraps(original)(make(original)))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _writes_atomically(suffix: str | None) -> Callable[[Callable], Callable]:
+    """A save method's replacement that writes a path through a temporary file; ``suffix`` is the one SB3 appends
+    to a path without one (None: the path is used as given). Open files and folders go to the original."""
+
+    def make(save: Callable) -> Callable:
+        def atomic_save(self, path, *args, **kwargs):
+            if isinstance(path, io.IOBase):
+                return save(self, path, *args, **kwargs)
+            final = Path(path)
+            if suffix is not None and final.suffix == "":
+                final = Path(f"{final}.{suffix}")
+            if final.is_dir():
+                return save(self, path, *args, **kwargs)
+            with atomic_path(final) as tmp:
+                return save(self, str(tmp) if suffix is None else tmp, *args, **kwargs)
+
+        return atomic_save
+
+    return make
+
+
+@contextlib.contextmanager
+def atomic_saves() -> Iterator[None]:
+    """Inside the block, SB3 models, replay buffers and VecNormalize statistics saved to a path are written to a
+    temporary file and renamed into place (item 6): a save that is killed leaves the previous file, or none, never
+    a half-written one under the final name."""
+    with (
+        _replaced(BaseAlgorithm, "save", _writes_atomically("zip")),
+        _replaced(OffPolicyAlgorithm, "save_replay_buffer", _writes_atomically("pkl")),
+        _replaced(VecNormalize, "save", _writes_atomically(None)),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def recording_experiments() -> Iterator[list[Any]]:
+    """Inside the block, every rl_zoo3 ``ExperimentManager`` whose ``setup_experiment()`` runs is appended to the
+    list this yields (item 7); its ``save_path`` is its run folder."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    managers: list[Any] = []
+
+    def make(setup: Callable) -> Callable:
+        def recording_setup(self, *args, **kwargs):
+            managers.append(self)
+            return setup(self, *args, **kwargs)
+
+        return recording_setup
+
+    with _replaced(ExperimentManager, "setup_experiment", make):
+        yield managers
 
 
 def apply_fixes() -> None:

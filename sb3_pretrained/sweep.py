@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sb3_pretrained.atomic import write_atomic
 from sb3_pretrained.scratch import variant_config
-from sb3_pretrained.trial import TrialSpec, run_trial, write_atomic
+from sb3_pretrained.trial import TrialSpec, run_trial
 from sb3_pretrained.zoo import VARIANTS, ConfigError, config_entry, load_config, validate_config
 
 SWEEP_FILE = "sweep.json"
@@ -69,6 +70,7 @@ def plan_trials(
     checkpoint_freq: int | None = None,
     n_eval_envs: int = 1,
     resources: Resources = Resources(),
+    trust_config: bool = False,
 ) -> list[TrialSpec]:
     """Check every variant's config and write it into ``<folder>/configs/``; the trials, variant-major.
 
@@ -86,6 +88,7 @@ def plan_trials(
     :param checkpoint_freq: env steps between checkpoints (default: 1/10 of the trial's steps)
     :param n_eval_envs: envs of each eval VecEnv
     :param resources: per-trial CPUs (torch threads) and GPUs
+    :param trust_config: the configs may run any code (see :func:`sb3_pretrained.zoo.validate_config`)
     :raises ConfigError: a variant without a config, or a config that would fail
     """
     conf_files = dict(conf_files or {})
@@ -102,7 +105,7 @@ def plan_trials(
         path = variant_config(algo, variant, configs, source)
         if path.parent != configs:
             path = Path(shutil.copyfile(path, configs / f"{algo}_{variant}.yml"))
-        validate_config(path, algo, env_id, overrides=hyperparams)
+        validate_config(path, algo, env_id, overrides=hyperparams, trust=trust_config)
         steps = n_timesteps or int(config_entry(load_config(path), env_id, str(path))[1]["n_timesteps"])
         for seed in seeds:
             trials.append(

@@ -30,7 +30,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
 import shutil
 import time
 import traceback
@@ -41,6 +40,9 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_pretrained.atomic import write_atomic
+from sb3_pretrained.sb3_internals import atomic_saves
 
 #: Seed of the eval envs, the same for every trial and every evaluation (the same eval episodes throughout).
 EVAL_SEED = 1_000_000
@@ -87,13 +89,6 @@ class TrialSpec:
     def name(self) -> str:
         """The trial's folder name: ``<variant>_seed<seed>``."""
         return f"{self.variant}_seed{self.seed}"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -153,7 +148,8 @@ def run_trial(spec: TrialSpec, folder: str | Path, report: Callable[[dict[str, f
     _write_evaluations(folder, [row for row in read_evaluations(folder) if row["env_step"] <= start_step])
     state.update(status="running", error=None, starts=[*state.data["starts"], {"time": _now(), "env_step": start_step}])
     try:
-        final = _train(spec, folder, checkpoint, report)
+        with atomic_saves():
+            final = _train(spec, folder, checkpoint, report)
     except Exception as err:
         state.update(status="error", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         raise

@@ -263,5 +263,5 @@ def test_finetune_resumed_with_i_continues_the_schedule(tmp_path):
     assert [e.value for e in first.Scalars("finetune/unfrozen_stages")] == [1, 3]
     assert [e.value for e in resumed.Scalars("finetune/unfrozen_stages")] == [3]
     trainable = [e.value for e in resumed.Scalars("finetune/trainable_params")]
-    assert trainable == [first.Scalars("finetune/trainable_params")[-1].value]
+    assert trainable == [first.Scalars("finetune/trainable_params")[-1].value] == [3_486_696]  # frozen: 369,672
     assert resumed.Scalars("finetune/lr/policy/head")[0].value == pytest.approx(5e-4)

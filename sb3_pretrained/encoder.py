@@ -18,6 +18,7 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
+from sb3_pretrained.augmentation import build_augmentation
 from sb3_pretrained.backbones import create_backbone
 from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
@@ -126,6 +127,13 @@ class BackboneEncoder(nn.Module):
         backbone on CPUs that compute bf16 natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16
         keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
     :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
+    :param feature_index: take the backbone's feature map at this index of timm's ``feature_info`` (0 the stem, 1
+        the first stage's output, ...; its ``reduction`` says how much smaller than the input it is) and keep it
+        spatial, flattened, instead of the final global-pooled vector; the layers above it are removed (timm's
+        ``prune_intermediate_layers``) and never computed. None (default): the final pooled features
+    :param augment: augment training batches (see :class:`~sb3_pretrained.augmentation.ImageAugmentation`), e.g.
+        ``{shift: 4, brightness: 0.3}``; only while this module is in training mode (SB3's gradient steps), never
+        while acting. Augmented inputs are new inputs: the feature cache is skipped for them
     :param feature_cache: features of recent inputs while the backbone is frozen (see
         :class:`~sb3_pretrained.feature_cache.FeatureCache`), possibly shared with other encoders of the same
         configuration; None computes every input
@@ -146,6 +154,8 @@ class BackboneEncoder(nn.Module):
         channels_last: bool = True,
         amp: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        feature_index: int | None = None,
+        augment: dict[str, Any] | None = None,
         feature_cache: FeatureCache | None = None,
     ) -> None:
         super().__init__()
@@ -165,14 +175,42 @@ class BackboneEncoder(nn.Module):
                 mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
             mean, std = mean * frame_stack, std * frame_stack
         self.preprocess = BackbonePreprocess(size, mode, mean, std, gray_to_rgb=per_frame and self.frame_channels == 1)
-        self.num_features: int = cast(int, self.backbone.num_features)  # timm attribute, untyped on nn.Module
+        self.feature_index = feature_index
+        #: (channels, height, width) of one input's feature map when ``feature_index`` is set, else None.
+        self.feature_shape: tuple[int, int, int] | None = None
+        if feature_index is None:
+            self.num_features: int = cast(int, self.backbone.num_features)  # timm attribute, untyped on nn.Module
+        else:
+            self.feature_shape = self._keep_features_up_to(feature_index, 3 if per_frame else shape[0], size)
+            self.num_features = self.feature_shape[0] * self.feature_shape[1] * self.feature_shape[2]
         #: Size of the features of one observation: one embedding per frame when frames go one by one.
         self.output_dim = self.num_features * (frame_stack if per_frame else 1)
+        self.augment = build_augmentation(augment, self.frame_channels)
         self.channels_last, self.amp = channels_last, amp
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.feature_cache = feature_cache
         self.trains = False
+
+    def _keep_features_up_to(self, index: int, in_chans: int, size: tuple[int, int]) -> tuple[int, int, int]:
+        """Remove the backbone's layers above feature ``index``; the shape of its feature map for one input."""
+        info = getattr(self.backbone, "feature_info", None)
+        if not hasattr(self.backbone, "forward_intermediates") or not isinstance(info, list):
+            raise ValueError(
+                f"timm's '{self.model_name}' cannot return intermediate features (no forward_intermediates); use "
+                "feature_index=None (the final pooled features) or another model (EfficientNet, ResNet, ConvNeXt, ...)."
+            )
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(info):
+            levels = ", ".join(f"{i}: {f['num_chs']} channels at 1/{f['reduction']}" for i, f in enumerate(info))
+            raise ValueError(f"feature_index must be an int in [0, {len(info) - 1}] for '{self.model_name}' ({levels}); "
+                             f"got {index!r}.")
+        backbone: Any = self.backbone  # timm's methods, untyped on nn.Module
+        backbone.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+        with torch.no_grad():
+            blank = torch.zeros(1, in_chans, *size)
+            example = backbone.forward_intermediates(blank, indices=[index], intermediates_only=True)[0]
+        channels, height, width = example.shape[1:]
+        return int(channels), int(height), int(width)
 
     def set_trains(self, trains: bool) -> None:
         """Whether any backbone weight trains: gradients flow, and the feature cache closes for good (this
@@ -196,10 +234,15 @@ class BackboneEncoder(nn.Module):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Features of a batch of observations (N, C, H, W) in [0, 1]: (N, :attr:`output_dim`), frames fused."""
         batch = observations.shape[0]
+        augmenting = self.augment is not None and self.training
+        if self.augment is not None and augmenting:
+            observations = self.augment(observations)
         inputs = self.backbone_inputs(observations)
         cache = self.feature_cache
-        # Inference tensors cannot be kept for later training steps: no cache under inference_mode.
-        if cache is not None and cache.active and not self.trains and not torch.is_inference_mode_enabled():
+        # Inference tensors cannot be kept for later training steps: no cache under inference_mode. Augmented
+        # inputs are new every time: caching them would only evict the acting observations.
+        if (cache is not None and cache.active and not self.trains and not augmenting
+                and not torch.is_inference_mode_enabled()):
             features = cache.features(inputs, self.embed, weights=self.backbone)
         else:
             features = self.embed(inputs)
@@ -208,7 +251,8 @@ class BackboneEncoder(nn.Module):
         return features
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Preprocess and run the backbone on a batch of single backbone inputs: pooled float32 features."""
+        """Preprocess and run the backbone on a batch of single backbone inputs: float32 features (pooled, or the
+        flattened feature map at ``feature_index``)."""
         if inputs.device.type == "cpu":
             keep_cpu_buffers_mapped()
         images = self.preprocess(inputs.float())
@@ -221,11 +265,17 @@ class BackboneEncoder(nn.Module):
             torch.set_grad_enabled(torch.is_grad_enabled() and self.trains),
             torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp),
         ):
-            return self.backbone(images).float()
+            if self.feature_index is None:
+                return self.backbone(images).float()
+            backbone: Any = self.backbone  # timm's forward_intermediates, untyped on nn.Module
+            features = backbone.forward_intermediates(images, indices=[self.feature_index], intermediates_only=True)
+            return features[0].float().flatten(1)
 
     def output_range(self) -> tuple[float, float] | None:
         """Bounds of every feature value when the backbone's last activation proves them (see
-        :func:`sb3_pretrained.quantization.output_range`), else None."""
+        :func:`sb3_pretrained.quantization.output_range`), else None (also for intermediate feature maps)."""
+        if self.feature_index is not None:
+            return None
         device = next(self.backbone.parameters()).device
         example = self.preprocess(self.backbone_inputs(torch.rand(1, *self.observation_shape, device=device)))
         if self.channels_last:

@@ -63,8 +63,9 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
     :param observation_space: image Box, channel-first, uint8 (or float in [0, 1] with ``normalized_image``)
     :param model_name: any ``timm.list_models()`` name
     :param frozen: train no backbone weight; the projection head still trains
-    :param features_dim: size of the Linear+ReLU projection after pooling; ``None`` returns the pooled
-        backbone features as they are (``encoder.output_dim`` values)
+    :param features_dim: size of the Linear+ReLU projection after pooling (with ``feature_index``: a 1x1 conv to
+        32 channels over the feature map, then Linear+ReLU); ``None`` returns the backbone features as they are
+        (``encoder.output_dim`` values)
     :param backbone_lr_scale: the backbone's (top stage's) LR as a fraction of the head's, in (0, 1]
     :param layer_decay: each stage below the top trains at this fraction of the stage above (timm's layer-wise
         LR decay), in (0, 1]; None for no decay. Scales take effect through a grouped optimizer
@@ -84,7 +85,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         copies' weights differ (see :mod:`sb3_pretrained.feature_cache`)
     :param encoder_options: everything else is an option of :class:`~sb3_pretrained.encoder.BackboneEncoder`:
         ``pretrained``, ``input_size``, ``interpolation``, ``mean``, ``std``, ``frame_stack``, ``frame_mode``,
-        ``fusion``, ``channels_last``, ``amp``, ``model_kwargs``
+        ``fusion``, ``channels_last``, ``amp``, ``model_kwargs``, ``feature_index`` (intermediate feature maps),
+        ``augment`` (augmentation of training batches)
     """
 
     def __init__(
@@ -137,6 +139,9 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         if features_dim is None:
             self.head: nn.Module = nn.Identity()
             self._features_dim = self.encoder.output_dim
+        elif self.encoder.feature_shape is not None:
+            self.head = spatial_head(self.encoder.feature_shape, self.encoder.output_dim, features_dim)
+            self._features_dim = features_dim
         else:
             self.head = nn.Sequential(nn.Linear(self.encoder.output_dim, features_dim), nn.ReLU())
             self._features_dim = features_dim
@@ -209,6 +214,25 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
 
     def extra_repr(self) -> str:
         return f"trainable_stages={self.trainable_stages}/{len(self.stages)}"
+
+
+#: Channels of the 1x1 convolution that reads intermediate feature maps (as the small heads of PIE-G and DrQ).
+SPATIAL_HEAD_CHANNELS = 32
+
+
+def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_dim: int) -> nn.Sequential:
+    """The trainable head over flattened feature maps (one per frame, fused): back to (frames x C, H, W), a 1x1
+    convolution to 32 channels that keeps the spatial layout, then Linear+ReLU to ``features_dim``."""
+    channels, height, width = feature_shape
+    frames = flat_size // (channels * height * width)
+    return nn.Sequential(
+        nn.Unflatten(1, (frames * channels, height, width)),
+        nn.Conv2d(frames * channels, SPATIAL_HEAD_CHANNELS, kernel_size=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(SPATIAL_HEAD_CHANNELS * height * width, features_dim),
+        nn.ReLU(),
+    )
 
 
 def _state_dict_before_the_encoder(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

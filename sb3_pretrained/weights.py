@@ -20,7 +20,8 @@ import importlib.util
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -256,11 +257,34 @@ def _hub_cache_file(model: nn.Module) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
+    repo_id, _, revision = hf_hub_id.partition("@")  # an hf-hub: model name may pin a revision: 'owner/name@rev'
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        cached = try_to_load_from_cache(hf_hub_id, filename)
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision or None)
         if isinstance(cached, str) and os.path.isfile(cached):
             return Path(cached)
     return None
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are off: ``HF_HUB_OFFLINE`` was set when huggingface_hub was imported (it reads
+    it once, then) or is set now."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextmanager
+def honouring_hub_offline() -> Iterator[None]:
+    """Within this block huggingface_hub stays offline, reading only its cache, when :func:`hub_offline` says so,
+    also when ``HF_HUB_OFFLINE`` was set after it was imported."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = hub_offline()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _read_once(key: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -364,11 +388,9 @@ class DownloadFailed(Exception):
 def _download_with_timm(model_name: str) -> dict[str, torch.Tensor]:
     """timm's own download, through huggingface_hub, which honours ``HF_HUB_OFFLINE`` and proxies itself."""
     import timm
-    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    # huggingface_hub reads HF_HUB_OFFLINE once, when imported: a later setting is honoured here.
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if hub_offline():
         raise DownloadFailed("HF_HUB_OFFLINE is set")
     try:
         tensors = dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any, cast
 
 import torch
 from timm.data import resolve_model_data_config
 from torch import nn
+from torch.func import functional_call
 
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
 from sb3_pretrained.augmentation import build_augmentation
@@ -50,6 +54,45 @@ def check_frame_options(frame_stack: int, frame_mode: str, fusion: str) -> None:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
     if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
         raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}.")
+
+
+def check_flags(nullable: Sequence[str] = (), **flags: Any) -> None:
+    """Raise a ValueError naming the flag whose value is not a bool (or None, for the names in ``nullable``): a
+    quoted ``'false'`` is a truthy string."""
+    for name, value in flags.items():
+        if isinstance(value, bool) or (value is None and name in nullable):
+            continue
+        allowed = "True, False or None" if name in nullable else "True or False"
+        raise ValueError(
+            f"{name} must be {allowed}, got {value!r} ({type(value).__name__}). In YAML write true/false without quotes."
+        )
+
+
+def check_normalization(mean: Any, std: Any) -> None:
+    """Raise a ValueError naming the value when ``mean`` or ``std`` is given but is not a non-empty list of finite
+    numbers on the [0, 1] pixel scale the backbone receives (std above 0)."""
+    for name, values, low in (("mean", mean, "[0, 1]"), ("std", std, "(0, 1]")):
+        if values is None:
+            continue
+        numbers_ok = (
+            not isinstance(values, (str, bytes))
+            and isinstance(values, Sequence)
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+        )
+        if not numbers_ok or not values:
+            raise ValueError(
+                f"{name} must be a non-empty list of numbers, one per RGB channel, got {values!r}. Leave it out (None) "
+                "for the model's own pretrained value."
+            )
+        floats = [float(v) for v in values]
+        if all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in floats) and (name == "mean" or min(floats) > 0.0):
+            continue
+        on_255_scale = max(floats) > 1.0 and all(0.0 <= v <= 255.0 for v in floats)
+        hint = " They look like 0-255 pixel values: divide them by 255." if on_255_scale else ""
+        raise ValueError(
+            f"{name} must be finite numbers in {low} (images reach the backbone scaled to [0, 1]), got {values!r}.{hint} "
+            "ImageNet's are mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]; None uses the model's own."
+        )
 
 
 def frame_layout(shape: tuple[int, ...], frame_stack: int, model_name: str) -> int:
@@ -92,13 +135,63 @@ def data_config(
     """(size, interpolation, mean, std) the backbone sees: each given value, else timm's
     ``resolve_model_data_config`` for the model; ``input_size="native"`` keeps the observation's ``image_size``."""
     timm_config = resolve_model_data_config(backbone)
-    size = image_size if input_size == "native" else as_size(input_size) or as_size(timm_config["input_size"])  # type: ignore[arg-type]
+    size = image_size if input_size == "native" else as_size(input_size) or as_size(timm_config["input_size"])
     assert size is not None  # timm always resolves an input size
+    channels = len(timm_config["mean"])
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise ValueError(
+                f"{name} needs {channels} values, one per channel the model was pretrained on "
+                f"(its own: {tuple(timm_config[name])}), got {values!r}."
+            )
     return (
         size,
         interpolation or timm_config["interpolation"],
-        tuple(mean or timm_config["mean"]),
-        tuple(std or timm_config["std"]),
+        tuple(timm_config["mean"] if mean is None else mean),
+        tuple(timm_config["std"] if std is None else std),
+    )
+
+
+def _forward_error(backbone: nn.Module, channels: int, size: tuple[int, int]) -> Exception | None:
+    """What one forward pass of a (1, ``channels``, *``size``) input raises, or None: on the meta device (shapes
+    only, nothing computed), else, for models whose forward needs real values, on the backbone's own device."""
+    tensors = chain(backbone.named_parameters(), backbone.named_buffers())
+    meta = {name: torch.empty_like(t, device="meta") for name, t in tensors}
+    with torch.no_grad():
+        try:
+            functional_call(backbone, meta, (torch.empty(1, channels, *size, device="meta"),))
+            return None
+        except Exception:  # any failure on meta is retried with real tensors
+            pass
+        try:
+            device = next(chain(backbone.parameters(), backbone.buffers())).device
+            backbone(torch.zeros(1, channels, *size, device=device))
+            return None
+        except Exception as err:  # timm raises AssertionError, RuntimeError, ... for a size it cannot take
+            return err
+
+
+def check_input_size(backbone: nn.Module, channels: int, size: tuple[int, int], model_name: str) -> None:
+    """Raise a ValueError when the backbone cannot take ``size`` inputs (a ViT's patch grid or position embedding, a
+    Swin window), naming the sizes near it that work, instead of failing at the first forward inside ``learn()``."""
+    error = _forward_error(backbone, channels, size)
+    if error is None:
+        return
+    pretrained = cast(tuple[int, int], as_size(resolve_model_data_config(backbone)["input_size"]))
+    patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)  # ViT-style models
+    step = patch[0] if isinstance(patch, (tuple, list)) else patch if isinstance(patch, int) else 32  # a CNN's stride
+    nearby = [tuple(max(step, round_(d / step) * step) for d in size) for round_ in (math.floor, math.ceil)]
+    candidates = list(dict.fromkeys([pretrained, *nearby]))
+    working = [c for c in candidates if _forward_error(backbone, channels, cast(tuple[int, int], c)) is None]
+    works = ", ".join(f"input_size={list(c)}" + (" (its pretrained size, the default)" if c == pretrained else "")
+                      for c in working)
+    dynamic = "dynamic_img_size" in inspect.signature(type(backbone)).parameters
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise ValueError(
+        f"'{model_name}' cannot take {size[0]}x{size[1]} inputs ({detail}). "
+        + (f"Sizes that work: {works}." if working else "None of the sizes near it work either.")
+        + (" timm also builds it for other sizes with model_kwargs={'dynamic_img_size': True} (sizes divisible by "
+           f"its patch size, {step})." if dynamic and not getattr(backbone, "dynamic_img_size", False) else "")
     )
 
 
@@ -112,10 +205,12 @@ class BackboneEncoder(nn.Module):
         ``"package"`` or ``"timm"`` (that source only), a path to a ``.safetensors``/``.pth``/``.pt``/``.bin``
         file, or ``False`` (random init)
     :param input_size: size the backbone sees, int or [height, width]; default the model's pretrained
-        ``input_size``; ``"native"`` keeps the observation's size (fastest)
+        ``input_size``; ``"native"`` keeps the observation's size (fastest). One forward pass at construction checks
+        that the backbone takes it (on the meta device where the model allows)
     :param interpolation: resize mode; default the model's (e.g. ``bicubic``)
-    :param mean: normalization mean; default the model's pretrained config
-    :param std: normalization std; default the model's pretrained config
+    :param mean: normalization mean, one value per channel in [0, 1] (images arrive scaled to [0, 1]); default the
+        model's pretrained config
+    :param std: normalization std, one value per channel in (0, 1]; default the model's pretrained config
     :param frame_stack: frames stacked along the channel axis (SB3's ``VecFrameStack``), oldest first
     :param frame_mode: ``"per_frame"``: one shared backbone embeds each frame, embeddings are fused by
         ``fusion``; ``"channel"``: the backbone's first conv takes all stacked channels, adapted from its
@@ -160,6 +255,12 @@ class BackboneEncoder(nn.Module):
     ) -> None:
         super().__init__()
         check_frame_options(frame_stack, frame_mode, fusion)
+        check_flags(("amp",), channels_last=channels_last, amp=amp)
+        check_normalization(mean, std)
+        if input_size != "native":
+            as_size(input_size)  # raises for a malformed size before the backbone is built
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a dict of timm.create_model arguments, got {model_kwargs!r}.")
         shape = tuple(observation_shape)
         self.frame_channels = frame_layout(shape, frame_stack, model_name)
         self.observation_shape = shape
@@ -175,6 +276,7 @@ class BackboneEncoder(nn.Module):
                 mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
             mean, std = mean * frame_stack, std * frame_stack
         self.preprocess = BackbonePreprocess(size, mode, mean, std, gray_to_rgb=per_frame and self.frame_channels == 1)
+        check_input_size(self.backbone, 3 if per_frame else shape[0], size, model_name)
         self.feature_index = feature_index
         #: (channels, height, width) of one input's feature map when ``feature_index`` is set, else None.
         self.feature_shape: tuple[int, int, int] | None = None

@@ -21,6 +21,12 @@ Each item, the version it was checked against, and the test that fails if a rele
    re-initialize a pretrained backbone. :class:`KeepsEncoderOnApply` skips the encoder. Checked: SB3 2.9.2
    (``ActorCriticPolicy._build``). Test: ``tests/test_extractors.py::test_ortho_init_leaves_backbone_untouched``.
 
+5. **A policy keeps ``normalize_images`` to itself** (its ``preprocess_obs`` scales uint8 images by 1/255 only when
+   it is True) **and sets it in ``BaseModel.__init__`` before building any extractor.** :func:`policy_normalizes_images`
+   reads it from the policy under construction, so the extractor refuses uint8 pixels that would reach the backbone
+   unscaled. Checked: SB3 2.9.2 (``BaseModel.__init__``, ``ActorCriticPolicy``, DQN and SAC policies). Test:
+   ``tests/test_extractors.py::test_normalize_images_false_on_uint8_pixels_is_refused``.
+
 No other module of this package walks the call stack or patches SB3.
 """
 
@@ -61,6 +67,12 @@ def policy_under_construction() -> BaseModel | None:
     """The SB3 policy whose construction is building the caller, if any (found on the call stack)."""
     owners = (frame.f_locals.get("self") for frame in _callers())
     return next((owner for owner in owners if isinstance(owner, BaseModel)), None)
+
+
+def policy_normalizes_images() -> bool | None:
+    """The ``normalize_images`` of the SB3 policy under construction around the caller (item 5); None outside one."""
+    policy = policy_under_construction()
+    return None if policy is None else getattr(policy, "normalize_images", None)
 
 
 def shared_feature_cache(config: dict[str, Any], capacity: int) -> FeatureCache:

@@ -20,11 +20,11 @@ def measure(variant: str) -> dict:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from throughput import backbone_extractors, build
+    from throughput import backbone_encoders, build
 
     model = build(variant, "ppo", "carracing", 224, 8, "cpu", 1000, 32)
-    extractor = backbone_extractors(model)[0]
-    embed = extractor._embed
+    encoder = backbone_encoders(model)[0]
+    embed = encoder.embed
     wall, cpu, kernel = [], [], []
 
     def timed(images):
@@ -35,7 +35,7 @@ def measure(variant: str) -> dict:
         kernel.append(os.times().system - start_os.system)
         return features
 
-    extractor._embed = timed
+    encoder.embed = timed
     model.learn(768)
     skip = 8  # the first rollout steps allocate for the first time either way
     # Means: process and kernel times tick in 10 ms steps on Linux, so only their averages are meaningful.

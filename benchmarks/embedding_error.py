@@ -49,7 +49,7 @@ def main() -> None:
         images = frames(venv)
         wrapper = FrozenBackboneEmbedding(venv, "efficientnet_lite0", input_size="native", dtype="uint8", amp=False)
         fp32 = wrapper.embed(images)
-        wrapper.extractor.amp = True
+        wrapper.encoder.amp = True
         bf16 = wrapper.embed(images)
         variants = {
             "fp32 inference, float16 storage": fp32.half().float(),

@@ -46,7 +46,7 @@ def main() -> None:
         raise SystemExit(f"{args.results} holds no throughput results.")
 
     fig, axes = plt.subplots(len(runs), 1, figsize=(8, 2.4 * len(runs)), squeeze=False)
-    for ax, (key, variants) in zip(axes[:, 0], sorted(runs.items())):
+    for ax, (key, variants) in zip(axes[:, 0], sorted(runs.items()), strict=False):
         algo, env, size, n_envs, device = key
         names = [v for v in ORDER if v in variants]
         rates = [variants[v]["env_steps_per_s"] for v in names]

@@ -46,7 +46,8 @@ def tables(path: str) -> str:
             record = by_variant[variant]
             in_loop = "backbone_s" in record and variant in ("frozen", "fastpath")
             cells.append(f"{(record['env_s'] + record['backbone_s']) / record['seconds']:.0%}" if in_loop else "")
-            out.append(f"| {LABELS[variant]} | {rate:,.2f} | {' | '.join(cells)} | {by_variant[variant]['peak_rss_mb']:,.0f} |")
+            peak = by_variant[variant]['peak_rss_mb']
+            out.append(f"| {LABELS[variant]} | {rate:,.2f} | {' | '.join(cells)} | {peak:,.0f} |")
         failed = [r["variant"] for r in records if "error" in r]
         if failed:
             out.append(f"\nFailed: {', '.join(failed)}.")

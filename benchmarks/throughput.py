@@ -52,7 +52,7 @@ def naive_extractor_class():
             super().__init__(observation_space, features_dim=1280)
             self.model = timm.create_model("efficientnet_lite0", num_classes=0)
             checkpoint = th.load(PACKAGED_WEIGHTS["efficientnet_lite0"].path(), weights_only=True)
-            self.model.load_state_dict(dict(zip(self.model.state_dict(), checkpoint.values())))
+            self.model.load_state_dict(dict(zip(self.model.state_dict(), checkpoint.values(), strict=False)))
             if frozen:
                 for p in self.model.parameters():
                     p.requires_grad = False
@@ -94,7 +94,8 @@ def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device
         env = FrozenBackboneEmbedding(env, "efficientnet_lite0", input_size=size, device=device, dtype=dtype)
         policy = "MlpPolicy"
     if algo == "ppo":
-        return PPO(policy, env, n_steps=n_steps, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs, seed=0)
+        return PPO(policy, env, n_steps=n_steps, batch_size=256, n_epochs=10, device=device, policy_kwargs=policy_kwargs,
+                   seed=0)
     return DQN(policy, env, buffer_size=buffer_size, learning_starts=DQN_LEARNING_STARTS, train_freq=4, batch_size=32,
                target_update_interval=1000, device=device, policy_kwargs=policy_kwargs, seed=0)
 
@@ -111,15 +112,15 @@ def peak_memory(device: str) -> dict:
     return out
 
 
-def backbone_extractors(model) -> list:
-    """Our TimmExtractors that ``model`` runs: the policy's copies, or the fast path wrapper's."""
+def backbone_encoders(model) -> list:
+    """Our BackboneEncoders that ``model`` runs: those of the policy's extractor copies, or the fast path wrapper's."""
     from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 
     from sb3_pretrained.callbacks import model_extractors
     from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 
     wrapper = unwrap_vec_wrapper(model.get_env(), FrozenBackboneEmbedding)
-    return model_extractors(model) + ([wrapper.extractor] if wrapper is not None else [])
+    return [e.encoder for e in model_extractors(model)] + ([wrapper.encoder] if wrapper is not None else [])
 
 
 def time_spent_in(model, device: str) -> dict[str, float]:
@@ -144,8 +145,8 @@ def time_spent_in(model, device: str) -> dict[str, float]:
         setattr(owner, name, run)
 
     timed(model.get_env().unwrapped, "step_wait", "env_s")
-    for extractor in backbone_extractors(model):
-        timed(extractor, "_embed", "backbone_s")
+    for encoder in backbone_encoders(model):
+        timed(encoder, "embed", "backbone_s")
     return totals
 
 
@@ -248,8 +249,9 @@ def main() -> None:
         print(json.dumps(run_variant(args)), flush=True)
         return
 
-    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs, "n_steps": args.n_steps, "grad_checkpointing": args.grad_checkpointing,
-               "device": args.device, "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
+    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs,
+               "n_steps": args.n_steps, "grad_checkpointing": args.grad_checkpointing, "device": args.device,
+               "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     lines: list[dict] = []
 
     def emit(record: dict) -> None:
@@ -291,7 +293,8 @@ def main() -> None:
             summary[f"{name}_over_limit"] = round(by_variant[name]["env_steps_per_s"] / limit, 3)
             for base in ("naive", "naturecnn"):
                 if base in by_variant:
-                    summary[f"{name}_over_{base}"] = round(by_variant[name]["env_steps_per_s"] / by_variant[base]["env_steps_per_s"], 2)
+                    ratio = by_variant[name]["env_steps_per_s"] / by_variant[base]["env_steps_per_s"]
+                    summary[f"{name}_over_{base}"] = round(ratio, 2)
     if "finetune" in by_variant and "naive_finetune" in by_variant:
         summary["finetune_over_naive_finetune"] = round(
             by_variant["finetune"]["env_steps_per_s"] / by_variant["naive_finetune"]["env_steps_per_s"], 2

@@ -1,12 +1,14 @@
 """Pretrained timm backbones for Stable-Baselines3: features extractors, fine-tuning callbacks, wrappers."""
 
-from sb3_pretrained.compat import apply_fixes
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.callbacks import GradualUnfreezing, LRWarmup
+from sb3_pretrained.encoder import BackboneEncoder
 from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
 from sb3_pretrained.optim import grouped
+from sb3_pretrained.sb3_internals import apply_fixes
 from sb3_pretrained.tensorboard import BackboneInputLogger
 from sb3_pretrained.weights import PACKAGED_WEIGHTS, CheckpointMismatchError, WeightsNotFoundError
+from sb3_pretrained.wrappers import BackboneImage, FrozenBackboneEmbedding
 
 __version__ = "0.1.0"
 
@@ -14,8 +16,11 @@ apply_fixes()
 
 __all__ = [
     "PACKAGED_WEIGHTS",
+    "BackboneEncoder",
+    "BackboneImage",
     "BackboneInputLogger",
     "CheckpointMismatchError",
+    "FrozenBackboneEmbedding",
     "GradualUnfreezing",
     "LRWarmup",
     "Stage",

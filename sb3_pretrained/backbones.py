@@ -1,17 +1,17 @@
-"""Building a timm backbone with its weights, naming its stages, and bounding its output."""
+"""Building a timm backbone with its weights, and naming its stages."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import timm
-import torch
-from timm.layers import activations as timm_activations
 from timm.models import group_modules, group_parameters
 from torch import nn
 
-from sb3_pretrained.weights import PACKAGED_WEIGHTS, PretrainedSpec, resolve_pretrained
+from sb3_pretrained.weights import PACKAGED_WEIGHTS, PretrainedSpec, load_into, resolve_pretrained
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def create_backbone(
     loaded = resolve_pretrained(model_name, model, pretrained)
     if loaded is None:
         return model.eval(), "random initialization (pretrained=False)"
-    model.load_state_dict(loaded.state_dict, strict=True)
+    load_into(model, loaded, in_chans)
     return model.eval(), loaded.source
 
 
@@ -68,64 +68,17 @@ def backbone_stages(model: nn.Module) -> list[Stage]:
     if not hasattr(model, "group_matcher"):
         params = tuple(n for n, _ in model.named_parameters())
         return [Stage("stage1", tuple(n for n, _ in model.named_children()), params)]
-    matcher = model.group_matcher(coarse=True)
+    # timm attributes: nn.Module.__getattr__ types them as Tensor | Module.
+    group_matcher = cast(Callable[..., Any], model.group_matcher)
+    matcher = group_matcher(coarse=True)
     module_groups = list(group_modules(model, matcher).values())
     param_groups = list(group_parameters(model, matcher).values())
-    first_conv = model.pretrained_cfg.get("first_conv") or ""
+    pretrained_cfg = cast(dict[str, Any], model.pretrained_cfg)
+    first_conv = pretrained_cfg.get("first_conv") or ""
     first = first_conv if isinstance(first_conv, str) else first_conv[0]
     has_stem = len(param_groups) > 1 and any(p.startswith(first) for p in param_groups[0])
     stages = []
-    for index, (modules, params) in enumerate(zip(module_groups, param_groups)):
+    for index, (modules, params) in enumerate(zip(module_groups, param_groups, strict=False)):
         name = "stem" if has_stem and index == 0 else f"stage{index + (0 if has_stem else 1)}"
         stages.append(Stage(name, tuple(modules), tuple(params)))
     return stages
-
-
-#: Modules whose output lies within the range of their input (eval mode): pooling, flattening, identity.
-_RANGE_KEEPING = (
-    nn.Identity, nn.Flatten, nn.Dropout, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-)
-#: Activations with a bounded output, and their bounds (Hardtanh covers ReLU6).
-_BOUNDED = {
-    nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), timm_activations.Sigmoid: (0.0, 1.0),
-    timm_activations.HardSigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0), nn.Softsign: (-1.0, 1.0),
-    timm_activations.Tanh: (-1.0, 1.0),
-}
-
-
-def output_range(model: nn.Module, example: torch.Tensor) -> tuple[float, float] | None:
-    """Bounds that hold for every output of ``model`` (in eval mode), or None when none can be proven.
-
-    One forward pass of ``example`` is traced: the output is followed back through pooling, flattening and
-    identity modules to the module that produced it. Bounds exist when that module is a bounded activation
-    (ReLU6 and Hardtanh, sigmoids, tanh), as at the end of EfficientNet-Lite and MobileNetV2. Anything else (an
-    unbounded activation, a norm layer, arithmetic outside a module, an in-place change) gives None.
-    """
-    calls: list[tuple[nn.Module, object, object, int]] = []
-
-    def record(module: nn.Module, args: tuple, output: object) -> None:
-        calls.append((module, args[0] if args else None, output, getattr(output, "_version", -1)))
-
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = [m.register_forward_hook(record) for m in leaves]
-    try:
-        with torch.no_grad():  # not inference_mode: version counters reveal in-place changes made later
-            target = model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for module, inputs, output, version in reversed(calls):
-        if output is not target:
-            continue
-        if output._version != version:  # changed in place after the module returned it
-            return None
-        if isinstance(module, nn.Hardtanh):
-            return float(module.min_val), float(module.max_val)
-        bounds = next((b for kind, b in _BOUNDED.items() if isinstance(module, kind)), None)
-        if bounds is not None:
-            return bounds
-        if not isinstance(module, _RANGE_KEEPING) or not isinstance(inputs, torch.Tensor):
-            return None
-        target = inputs
-    return None

@@ -17,7 +17,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.extractors import TimmExtractor
-from sb3_pretrained.optim import HEAD_GROUP, GroupedOptimizer, install_grouped_optimizers, model_optimizers
+from sb3_pretrained.optim import HEAD_GROUP, GroupedOptimizer, group_lr, install_grouped_optimizers, model_optimizers
 
 ALL = "all"
 
@@ -34,9 +34,11 @@ def _timestep(value, what: str) -> int:
 
 
 def _increasing(timesteps: Sequence[int], what: str) -> None:
-    for earlier, later in zip(timesteps, timesteps[1:]):
+    for earlier, later in zip(timesteps, timesteps[1:], strict=False):
         if later <= earlier:
-            raise ValueError(f"{what} must be in increasing order of timesteps, got {list(timesteps)} ({later} after {earlier}).")
+            raise ValueError(
+                f"{what} must be in increasing order of timesteps, got {list(timesteps)} ({later} after {earlier})."
+            )
 
 
 def model_extractors(model) -> list[TimmExtractor]:
@@ -56,8 +58,7 @@ def log_finetune_state(model, logger) -> None:
         if not isinstance(optimizer, GroupedOptimizer):
             continue
         for group in optimizer.param_groups:
-            base = group["lr"] if group["lr"] != group.get("applied_lr") else group["base_lr"]
-            logger.record(f"finetune/lr/{path}/{group['name']}", base * group["lr_scale"] * group["lr_factor"])
+            logger.record(f"finetune/lr/{path}/{group['name']}", group_lr(group))
         squared_norms += [n.float() ** 2 for name, n in optimizer.grad_norms.items() if name != HEAD_GROUP]
     if squared_norms:
         logger.record("finetune/backbone_grad_norm", torch.stack(squared_norms).sum().sqrt().item())
@@ -109,13 +110,18 @@ class GradualUnfreezing(FinetuneCallback):
     def __init__(self, schedule: Mapping[int, int | str], train_bn: bool | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         if not isinstance(schedule, Mapping) or not schedule:
-            raise ValueError(f"schedule must be a non-empty mapping timestep -> stages, e.g. {{100000: 1, 300000: 'all'}}; got {schedule!r}.")
+            raise ValueError(
+                "schedule must be a non-empty mapping timestep -> stages, e.g. {100000: 1, 300000: 'all'}; "
+                f"got {schedule!r}."
+            )
         self.timesteps = [_timestep(t, "Each schedule key") for t in schedule]
         _increasing(self.timesteps, "The unfreezing schedule")
         self.targets = list(schedule.values())
         for target in self.targets:
             if isinstance(target, bool) or not isinstance(target, (int, str)) or (isinstance(target, int) and target < 0):
-                raise ValueError(f"Each schedule value must be a number of top stages >= 0, 'all' or a stage name; got {target!r}.")
+                raise ValueError(
+                    f"Each schedule value must be a number of top stages >= 0, 'all' or a stage name; got {target!r}."
+                )
         counts = [t for t in self.targets if isinstance(t, int)]
         if counts != sorted(counts):
             raise ValueError(f"Unfreezing cannot go backwards: stage counts {counts} must not decrease.")
@@ -130,7 +136,9 @@ class GradualUnfreezing(FinetuneCallback):
                 self.counts.append(len(stage_names))
             elif isinstance(target, str):
                 if target not in stage_names:
-                    raise ValueError(f"Unknown stage {target!r} in the unfreezing schedule. Stages, bottom to top: {stage_names}.")
+                    raise ValueError(
+                        f"Unknown stage {target!r} in the unfreezing schedule. Stages, bottom to top: {stage_names}."
+                    )
                 self.counts.append(len(stage_names) - stage_names.index(target))
             elif target > len(stage_names):
                 raise ValueError(f"Cannot unfreeze {target} stages: the backbone has {len(stage_names)} ({stage_names}).")
@@ -144,7 +152,7 @@ class GradualUnfreezing(FinetuneCallback):
 
     def trainable_stages_at(self, timesteps: int) -> int:
         """How many top stages train at ``timesteps``."""
-        reached = [count for start, count in zip(self.timesteps, self.counts) if start <= timesteps]
+        reached = [count for start, count in zip(self.timesteps, self.counts, strict=False) if start <= timesteps]
         return reached[-1] if reached else 0
 
     def _apply(self, timesteps: int) -> None:

@@ -128,7 +128,9 @@ def enjoy(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"rl_zoo3 algorithm (default: {DEFAULT_ALGO})")
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
-    parser.add_argument("-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})")
+    parser.add_argument(
+        "-f", "--folder", default=LOG_FOLDER, help=f"log folder of sb3-pretrained train (default: {LOG_FOLDER})"
+    )
     args, passthrough = parser.parse_known_args(argv)
     if not any(Path(args.folder, args.algo).glob(f"{args.env}_*")):
         print(

@@ -9,13 +9,25 @@ The key of a row: its float32 bit patterns, each scrambled by an invertible inte
 only in high bits, such as pixels flipping between 0.0 and 1.0, still differ in every bit), then two sums of those
 times fixed random weights, modulo 2^32. Integer arithmetic is exact and associative, so the key of a row does not
 depend on the batch it arrives in or the device; two different rows share a key with probability about 2^-64.
+
+Stored features are only right while every module they were computed with still holds the same weights. The cache
+checks that itself when it is given the module (``features(..., weights=backbone)``): each sharer's parameters and
+buffers are fingerprinted with the same hash whenever their version counters move (an optimizer step, a
+``load_state_dict``, an in-place edit), and the first time two sharers differ, or one starts training
+(:meth:`FeatureCache.close`), the cache closes for good: weights can flow from one copy to another (a target network
+follows its online network by polyak averaging through ``.data``, which no version counter sees), so a group that
+has split can never be trusted again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 _HASH_SEED = 20261125
 _MAX_HASH_ELEMENTS = 1 << 24  # values hashed at once (int32 temporaries of 64 MB)
@@ -52,13 +64,35 @@ def row_keys(inputs: torch.Tensor) -> list[tuple[int, int]]:
     return [tuple(k) for k in torch.cat(keys).cpu().tolist()] if keys else []
 
 
-class FeatureCache:
-    """Backbone features of the last ``capacity`` distinct inputs (first in, first out).
+def weights_key(module: nn.Module) -> bytes:
+    """A fingerprint (BLAKE2b) of the bits of every parameter and buffer of ``module``: equal weights, equal keys."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (*module.parameters(), *module.buffers()):
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.digest()
 
-    Only valid for a fixed function: the owner clears it whenever its weights or its frozen state change.
-    Several extractor copies of one policy that compute the same function share one cache; while any of them
-    trains (see :meth:`sharer_training`), the others' weights can follow it (a target network), so the cache is
-    off (:attr:`active` is False) for all of them.
+
+def _state(tensors: list[torch.Tensor]) -> tuple[int, int]:
+    """Version counters and storage addresses of ``tensors``: the first moves with every in-place change
+    (``load_state_dict``, an optimizer step), the second when they move to another device or dtype."""
+    return sum(t._version for t in tensors), sum(t.data_ptr() for t in tensors)
+
+
+@dataclass
+class _Sharer:
+    module: weakref.ref
+    tensors: list[torch.Tensor]
+    state: tuple[int, int]
+    key: bytes
+
+
+class FeatureCache:
+    """Backbone features of the last ``capacity`` distinct inputs (first in, first out), shared by modules that
+    compute the same function.
+
+    Only valid while the function is fixed. Given the module (``weights=``), the cache verifies that at every
+    call (see the module docstring); it closes for good when sharers' weights differ or when :meth:`close` is
+    called (a sharer starts training). A closed cache computes everything (:attr:`active` is False).
 
     :param capacity: rows kept, > 0; the storage grows with use up to ``capacity`` x feature size
     """
@@ -69,18 +103,50 @@ class FeatureCache:
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
-        self.training_sharers = 0
+        self.closed = False
+        self._sharers: dict[int, _Sharer] = {}
+        self._weights: bytes | None = None  # fingerprint of the weights the stored rows come from
         self.clear()
+
+    def __getstate__(self) -> dict:
+        # Weak references do not pickle, and a copy must verify its sharers' weights anew.
+        state = dict(self.__dict__, _sharers={}, _weights=None)
+        state.update(_slots={}, _keys=[], _store=None, _next=0)
+        return state
 
     @property
     def active(self) -> bool:
-        """False while a sharer trains: then nothing may be served from or stored in the cache."""
-        return self.training_sharers == 0
+        """False once closed: then nothing is served from or stored in the cache."""
+        return not self.closed
 
-    def sharer_training(self, started: bool) -> None:
-        """A sharer started (True) or stopped (False) training; either way the stored features are stale."""
-        self.training_sharers += 1 if started else -1
+    def close(self) -> None:
+        """Stop caching for good (a sharer's weights may change from now on: it trains)."""
+        self.closed = True
+        self._sharers.clear()
         self.clear()
+
+    def _check_weights(self, module: nn.Module) -> None:
+        """Fingerprint every sharer whose tensors changed; close when two differ, clear when all moved together."""
+        known = self._sharers.get(id(module))
+        if known is None or known.module() is not module:
+            tensors = [*module.parameters(), *module.buffers()]
+            self._sharers[id(module)] = _Sharer(weakref.ref(module), tensors, (-1, -1), b"")
+        for key, sharer in list(self._sharers.items()):
+            owner = sharer.module()
+            if owner is None:
+                del self._sharers[key]
+                continue
+            state = _state(sharer.tensors)
+            if state != sharer.state:
+                sharer.state, sharer.key = state, weights_key(owner)
+        fingerprints = {sharer.key for sharer in self._sharers.values()}
+        if len(fingerprints) > 1:
+            self.close()
+            return
+        fingerprint = fingerprints.pop()
+        if fingerprint != self._weights:
+            self.clear()
+            self._weights = fingerprint
 
     def clear(self) -> None:
         """Forget every stored row (the hit and miss counters stay)."""
@@ -92,14 +158,20 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def features(self, inputs: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def features(
+        self, inputs: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], weights: nn.Module | None = None
+    ) -> torch.Tensor:
         """``compute(inputs)``, computing only the rows not stored yet (each distinct row once) and storing them.
 
         :param inputs: a batch (N, ...)
         :param compute: the function being cached; maps a batch (M, ...) to features (M, F)
+        :param weights: the module whose weights ``compute`` uses; its weights are checked against every other
+            sharer's (None: the caller guarantees that ``compute`` is fixed)
         :return: features (N, F), a new tensor
         """
-        if len(inputs) == 0:
+        if weights is not None and not self.closed:
+            self._check_weights(weights)
+        if len(inputs) == 0 or self.closed:
             return compute(inputs)
         if self._store is not None and self._store.device != inputs.device:
             self.clear()
@@ -107,7 +179,7 @@ class FeatureCache:
         slots = [self._slots.get(key) for key in keys]
         new_rows: dict[tuple[int, int], int] = {}  # key -> index into the computed batch
         first_row: list[int] = []
-        for row, (key, slot) in enumerate(zip(keys, slots)):
+        for row, (key, slot) in enumerate(zip(keys, slots, strict=False)):
             if slot is None and key not in new_rows:
                 new_rows[key] = len(first_row)
                 first_row.append(row)
@@ -116,9 +188,11 @@ class FeatureCache:
         self.misses += len(first_row)
 
         reference = computed if computed is not None else self._store
+        assert reference is not None  # every row is either computed or stored
         out = torch.empty(len(keys), reference.shape[1], dtype=reference.dtype, device=reference.device)
         hit_rows = [row for row, slot in enumerate(slots) if slot is not None]
         if hit_rows:
+            assert self._store is not None  # hit rows are stored
             out[hit_rows] = self._store[[slots[row] for row in hit_rows]]
         if computed is not None:
             miss_rows = [row for row, slot in enumerate(slots) if slot is None]
@@ -131,6 +205,7 @@ class FeatureCache:
         if self._store is None or self._store.dtype != rows.dtype:
             self.clear()
             self._store = rows.new_empty((0, rows.shape[1]))
+        store = self._store
         slots = []
         for key in keys:
             slot = self._next
@@ -143,9 +218,8 @@ class FeatureCache:
             self._slots[key] = slot
             slots.append(slot)
         needed = max(slots) + 1
-        if needed > len(self._store):
-            grown = min(self.capacity, max(needed, 2 * len(self._store)))
-            store = self._store.new_empty((grown, self._store.shape[1]))
-            store[: len(self._store)] = self._store
-            self._store = store
-        self._store[slots] = rows
+        if needed > len(store):
+            grown = store.new_empty((min(self.capacity, max(needed, 2 * len(store))), store.shape[1]))
+            grown[: len(store)] = store
+            store = self._store = grown
+        store[slots] = rows

@@ -35,30 +35,44 @@ def named_param_groups(params) -> list[dict[str, Any]]:
     return [g for g in groups.values() if g["params"]]
 
 
+def base_lr(group: dict[str, Any]) -> float:
+    """The base LR of a grouped param group: the LR SB3 (or a user) set since the last step, else the stored base."""
+    return group["lr"] if group["lr"] != group.get("applied_lr") else group["base_lr"]
+
+
+def group_lr(group: dict[str, Any]) -> float:
+    """The LR the group's next step uses: ``base * lr_scale * lr_factor``."""
+    return base_lr(group) * group["lr_scale"] * group["lr_factor"]
+
+
 class GroupedOptimizer:
     """Mixin for a ``torch.optim.Optimizer`` subclass; see the module docstring."""
+
+    #: Set by the ``Optimizer`` this mixin is combined with (declared for type checkers only).
+    param_groups: list[dict[str, Any]]
 
     def __init__(self, params, *args, **kwargs) -> None:
         params = list(params)
         if params and isinstance(params[0], dict):
             raise TypeError(f"{type(self).__name__} builds its own param groups: pass parameters, not groups.")
-        super().__init__(named_param_groups(params), *args, **kwargs)
+        # The next class in the MRO is the Optimizer subclass, which mypy cannot see from the mixin.
+        super().__init__(named_param_groups(params), *args, **kwargs)  # type: ignore[call-arg]
         #: Gradient norm of each group at the last step (tensors, converted when logged).
         self.grad_norms: dict[str, torch.Tensor] = {}
 
     def apply_group_lrs(self) -> None:
         """Set each group's LR to ``base * lr_scale * lr_factor``, taking a changed LR as the new base."""
         for group in self.param_groups:
-            if group["lr"] != group.get("applied_lr"):  # SB3 (or a user) set a new base LR
-                group["base_lr"] = group["lr"]
-            group["lr"] = group["applied_lr"] = group["base_lr"] * group["lr_scale"] * group["lr_factor"]
+            group["base_lr"] = base_lr(group)
+            group["lr"] = group["applied_lr"] = group_lr(group)
 
     @torch.no_grad()
     def _record_grad_norms(self) -> None:
         for group in self.param_groups:
             grads = [p.grad for p in group["params"] if p.grad is not None]
             if grads:
-                self.grad_norms[group["name"]] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+                self.grad_norms[group["name"]] = torch.linalg.vector_norm(norms)
             else:
                 self.grad_norms.pop(group["name"], None)
 

@@ -15,6 +15,7 @@ def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     """``224`` -> ``(224, 224)``; ``[3, 224, 224]`` or ``[224, 224]`` -> ``(224, 224)``; None stays None."""
     if size is None:
         return None
+    dims: tuple[int, ...]
     if isinstance(size, int):
         dims = (size, size)
     else:
@@ -22,7 +23,7 @@ def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
         dims = dims[-2:] if len(dims) == 3 else dims
     if len(dims) != 2 or min(dims) < 1:
         raise ValueError(f"input_size must be an int or [height, width] (or [channels, height, width]), got {size!r}.")
-    return dims
+    return dims[0], dims[1]
 
 
 class BackbonePreprocess(nn.Module):
@@ -34,6 +35,9 @@ class BackbonePreprocess(nn.Module):
     :param std: per-channel standard deviation of the pretraining data (RGB)
     :param gray_to_rgb: repeat a single channel to three before normalizing
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self,

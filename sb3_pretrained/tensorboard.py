@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.preprocessing import preprocess_obs
@@ -23,15 +25,20 @@ from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
 
 from sb3_pretrained.callbacks import model_extractors
+from sb3_pretrained.encoder import BackboneEncoder
 from sb3_pretrained.extractors import TimmExtractor
 from sb3_pretrained.optim import model_optimizers
+from sb3_pretrained.preprocessing import BackbonePreprocess
 from sb3_pretrained.wrappers import FrozenBackboneEmbedding
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 INPUT_TAG = "backbone/input"
 INFO_TAG = "backbone/info"
 
 
-def display_frames(preprocess: nn.Module, backbone_input: torch.Tensor, count: int) -> torch.Tensor:
+def display_frames(preprocess: BackbonePreprocess, backbone_input: torch.Tensor, count: int) -> torch.Tensor:
     """Backbone inputs -> ``count`` RGB images (count, 3, h, w) in [0, 1]: un-normalized, channel-stacked frames
     split into single frames, grayscale repeated to RGB."""
     images = preprocess.denormalize(backbone_input.float())
@@ -43,8 +50,8 @@ def _markdown_table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
-def _input_description(extractor: TimmExtractor) -> str:
-    preprocess = extractor.preprocess
+def _input_description(encoder: BackboneEncoder) -> str:
+    preprocess = encoder.preprocess
     size = "the observation's size" if preprocess.input_size is None else "x".join(map(str, preprocess.input_size))
     mean = [round(v, 3) for v in preprocess.mean.flatten().tolist()]
     std = [round(v, 3) for v in preprocess.std.flatten().tolist()]
@@ -73,7 +80,7 @@ class BackboneInputLogger(BaseCallback):
         if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
             raise ValueError(f"n_images must be a positive int, got {n_images!r}.")
         self.n_images = n_images
-        self._writer = None
+        self._writer: SummaryWriter | None = None
         self._hook: RemovableHandle | None = None
         self._captured: np.ndarray | None = None
 
@@ -84,7 +91,7 @@ class BackboneInputLogger(BaseCallback):
         if self._writer is None:
             warnings.warn(
                 "BackboneInputLogger: this run has no TensorBoard output, so nothing is logged. "
-                "Pass tensorboard_log='logs' to the algorithm (rl_zoo3: --tensorboard-log logs)."
+                "Pass tensorboard_log='logs' to the algorithm (rl_zoo3: --tensorboard-log logs).", stacklevel=2
             )
             return
         extractors = model_extractors(self.model)
@@ -92,8 +99,8 @@ class BackboneInputLogger(BaseCallback):
         if extractors:
             self._log_extractor_view(extractors)
         elif wrapper is not None:
-            self._log_info(wrapper.extractor, self._wrapper_rows(wrapper))
-            self._hook = wrapper.preprocess.register_forward_hook(self._capture)
+            self._log_info(wrapper.encoder, self._wrapper_rows(wrapper))
+            self._hook = wrapper.encoder.preprocess.register_forward_hook(self._capture)
         else:
             raise ValueError(
                 "BackboneInputLogger found no backbone: the policy has no TimmExtractor "
@@ -102,31 +109,33 @@ class BackboneInputLogger(BaseCallback):
             )
 
     def _log_extractor_view(self, extractors: list[TimmExtractor]) -> None:
-        extractor = extractors[0]
-        observations = self.model._last_obs
-        if isinstance(observations, dict):  # MultiInputPolicy: the first key the extractor was built for
-            key = next(k for k, s in self.model.observation_space.spaces.items() if s == extractor._observation_space)
-            observations = observations[key]
-        observations = torch.as_tensor(observations[: self.n_images], device=next(extractor.parameters()).device)
+        encoder = extractors[0].encoder
+        last_obs, space = self.model._last_obs, self.model.observation_space
+        if isinstance(last_obs, dict):  # MultiInputPolicy: the first key the encoder was built for
+            dict_space = cast(spaces.Dict, space)
+            key = next(k for k, s in dict_space.spaces.items() if s.shape == encoder.observation_shape)
+            last_obs, space = last_obs[key], dict_space[key]
+        assert last_obs is not None  # set by learn() before training starts
+        observations = torch.as_tensor(last_obs[: self.n_images], device=next(encoder.parameters()).device)
         with torch.no_grad():
-            images = preprocess_obs(observations, extractor._observation_space, self.model.policy.normalize_images)
-            backbone_input = extractor.preprocess(extractor.backbone_inputs(images))
-            shown = display_frames(extractor.preprocess, backbone_input, len(observations) * extractor.frame_stack)
+            images = cast(torch.Tensor, preprocess_obs(observations, space, self.model.policy.normalize_images))
+            backbone_input = encoder.preprocess(encoder.backbone_inputs(images))
+            shown = display_frames(encoder.preprocess, backbone_input, len(observations) * encoder.frame_stack)
         paths = [name for name, m in self.model.policy.named_modules() if isinstance(m, TimmExtractor)]
-        frames = f"{extractor.frame_stack} ({extractor.frame_mode}, {extractor.fusion})" if extractor.frame_stack > 1 else "1"
-        self._log_info(extractor, [("runs in", f"the policy: {', '.join(paths)}"), ("frames per observation", frames)])
-        self._log_images(shown, extractor.frame_stack)
+        frames = f"{encoder.frame_stack} ({encoder.frame_mode}, {encoder.fusion})" if encoder.frame_stack > 1 else "1"
+        self._log_info(encoder, [("runs in", f"the policy: {', '.join(paths)}"), ("frames per observation", frames)])
+        self._log_images(shown, encoder.frame_stack)
 
     def _wrapper_rows(self, wrapper: FrozenBackboneEmbedding) -> list[tuple[str, str]]:
         frames = f"{wrapper.frame_stack} embeddings ({wrapper.fusion})" if wrapper.frame_stack > 1 else "1"
-        size = int(np.prod(wrapper.observation_space.shape))
+        size = int(np.prod(cast(spaces.Box, wrapper.observation_space).shape))
         where = f"the env wrapper FrozenBackboneEmbedding; the policy sees {size}-d {wrapper.numpy_dtype} vectors"
         return [("runs in", where), ("frames per observation", frames)]
 
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if self._captured is None:
             batch = output[: self.n_images]
-            self._captured = display_frames(module, batch, len(batch)).cpu().numpy()
+            self._captured = display_frames(cast(BackbonePreprocess, module), batch, len(batch)).cpu().numpy()
 
     def _on_step(self) -> bool:
         if self._captured is not None and self._hook is not None:
@@ -140,27 +149,30 @@ class BackboneInputLogger(BaseCallback):
             self._hook.remove()
             self._hook = None
 
-    def _log_info(self, extractor: TimmExtractor, rows: list[tuple[str, str]]) -> None:
-        backbone = list(extractor.backbone.parameters())
+    def _log_info(self, encoder: BackboneEncoder, rows: list[tuple[str, str]]) -> None:
+        backbone = list(encoder.backbone.parameters())
         trainable = sum(p.numel() for p in backbone if p.requires_grad)
         total = sum(p.numel() for p in backbone)
         policy_total = sum(p.numel() for p in {id(p): p for p in self.model.policy.parameters()}.values())
         optimized = {id(p): p for o in model_optimizers(self.model).values() for g in o.param_groups for p in g["params"]}
         policy_trainable = sum(p.numel() for p in optimized.values() if p.requires_grad)
         table = [
-            ("model", extractor.model_name),
-            ("weights", extractor.weight_source),
+            ("model", encoder.model_name),
+            ("weights", encoder.weight_source),
             *rows,
-            ("input", _input_description(extractor)),
+            ("input", _input_description(encoder)),
             ("backbone parameters (per copy)", f"{trainable:,} trainable, {total - trainable:,} frozen"),
             ("policy parameters", f"{policy_trainable:,} trained by the optimizer(s) of {policy_total:,}"),
         ]
+        assert self._writer is not None  # only called once _on_training_start found it
         self._writer.add_text(INFO_TAG, _markdown_table(table), self.num_timesteps)
         self._writer.flush()
 
     def _log_images(self, images: torch.Tensor, frames: int) -> None:
         grid = make_grid(images, nrow=frames if frames > 1 else min(len(images), 8), padding=2, pad_value=1.0)
+        assert self._writer is not None  # only called once _on_training_start found it
         self._writer.add_image(INPUT_TAG, grid, self.num_timesteps, dataformats="CHW")
         self._writer.flush()
         if self.verbose:
-            print(f"BackboneInputLogger: logged {len(images)} backbone inputs under '{INPUT_TAG}' at step {self.num_timesteps}")
+            print(f"BackboneInputLogger: logged {len(images)} backbone inputs under '{INPUT_TAG}' "
+                  f"at step {self.num_timesteps}")

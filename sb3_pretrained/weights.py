@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import torch
+from timm.models import load_pretrained
+from timm.models import load_state_dict as timm_load_state_dict
 from torch import nn
 
-PretrainedSpec = Union[bool, str, os.PathLike]
+PretrainedSpec = Union[bool, str, os.PathLike]  # noqa: UP007 (a runtime alias: Python 3.10 has no str | PathLike)
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-# Keys under which training scripts commonly nest the model's state dict.
-_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model_state_dict", "model", "module", "net")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -95,40 +95,32 @@ READ_COUNT: dict[str, int] = {}
 def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weight file into a flat state dict of tensors.
 
-    ``.safetensors`` is read with safetensors; everything else with ``torch.load(weights_only=True)``.
-    Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``, EMA keys) and ``module.`` prefixes from
-    ``DataParallel`` are removed.
+    timm's ``load_state_dict`` reads it (``.safetensors`` with safetensors, everything else with
+    ``torch.load(weights_only=True)``) and removes common wrappers (``{"state_dict": ...}``, ``{"model": ...}``,
+    EMA keys) and ``module.`` prefixes from ``DataParallel``.
 
     :raises WeightsNotFoundError: the file does not exist
     :raises CheckpointMismatchError: the file is not a readable checkpoint
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise WeightsNotFoundError(f"Weight file '{path}' does not exist. Pass the path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            checkpoint = load_file(str(path), device="cpu")
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsNotFoundError(
+            f"Weight file '{path}' does not exist. Pass the path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file."
+        )
+    try:  # timm unwraps {"state_dict": ...}, {"model": ...} and EMA weights, and strips DataParallel's "module."
+        checkpoint = timm_load_state_dict(str(path), use_ema=True, weights_only=True)
     except Exception as err:  # torch and safetensors raise many types for a damaged file
         raise CheckpointMismatchError(
             f"Could not read weight file '{path}': {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
             "The file is damaged or not a PyTorch/safetensors checkpoint; re-download or re-export it "
             "(e.g. torch.save(model.state_dict(), path))."
         ) from err
-    while isinstance(checkpoint, dict):
-        wrapper = next((k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), dict)), None)
-        if wrapper is None:
-            break
-        checkpoint = checkpoint[wrapper]
     if not isinstance(checkpoint, dict) or not checkpoint:
         raise CheckpointMismatchError(
             f"Weight file '{path}' holds a {type(checkpoint).__name__}, not a state dict. "
             "Save the weights with torch.save(model.state_dict(), path)."
         )
-    tensors = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointMismatchError(f"Weight file '{path}' contains no tensors.")
     return tensors
@@ -165,14 +157,14 @@ def match_to_model(state_dict: dict[str, torch.Tensor], model: nn.Module, source
             raise CheckpointMismatchError(
                 f"{source}: has {len(items)} tensors, the model has {len(expected)}; it does not fit this architecture."
             )
-        given = OrderedDict((k, v) for k, (_, v) in zip(expected.keys(), items))
-    given = _adapt_first_conv(given, expected, model)
+        given = OrderedDict((k, v) for k, (_, v) in zip(expected.keys(), items, strict=False))
+    first_convs = {f"{name}.weight" for name in _first_convs(model)}
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     wrong_shape = [
         f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in given and given[k].shape != v.shape
+        if k in given and not _fits(given[k].shape, v.shape, input_channels_may_differ=k in first_convs)
     ]
     if missing or unexpected or wrong_shape:
         parts = []
@@ -190,20 +182,23 @@ def match_to_model(state_dict: dict[str, torch.Tensor], model: nn.Module, source
     return OrderedDict((k, given[k]) for k in expected)
 
 
-def _adapt_first_conv(given, expected, model: nn.Module):
-    """Fit RGB first-conv weights to a model built with another ``in_chans`` (timm's ``adapt_input_conv``)."""
-    from timm.models import adapt_input_conv
+def load_into(model: nn.Module, loaded: LoadedWeights, in_chans: int) -> None:
+    """Load matched weights into ``model`` the way timm loads pretrained weights (``load_pretrained``): the first
+    conv adapted to ``in_chans`` (``adapt_input_conv``), the classifier left out."""
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}), state_dict=dict(loaded.state_dict))
+    load_pretrained(model, pretrained_cfg, num_classes=0, in_chans=in_chans, strict=True)
 
+
+def _first_convs(model: nn.Module) -> tuple[str, ...]:
     first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
-    names = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
-    adapted = dict(given)
-    for name in names:
-        key = f"{name}.weight"
-        if key in given and key in expected and given[key].dim() == 4:
-            have, want = given[key].shape, expected[key].shape
-            if have[1] != want[1] and have[0] == want[0] and have[2:] == want[2:]:
-                adapted[key] = adapt_input_conv(want[1], given[key].float()).to(given[key].dtype)
-    return adapted
+    return (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
+
+
+def _fits(have: torch.Size, want: torch.Size, input_channels_may_differ: bool) -> bool:
+    """Whether a checkpoint tensor fits the model's; a first conv may differ in input channels (timm adapts it)."""
+    if input_channels_may_differ and len(have) == len(want) == 4:
+        return have[0] == want[0] and have[2:] == want[2:]
+    return have == want
 
 
 def _packaged_path(model_name: str) -> Path | None:
@@ -222,18 +217,6 @@ def _hub_cache_file(model: nn.Module) -> Path | None:
         if isinstance(cached, str) and os.path.isfile(cached):
             return Path(cached)
     return None
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether timm could download weights now: not ``HF_HUB_OFFLINE`` and the hub host answers."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _read_once(key: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -283,27 +266,31 @@ def resolve_pretrained(model_name: str, model: nn.Module, pretrained: Pretrained
     if "package" in wanted:
         entry = PACKAGED_WEIGHTS.get(model_name)
         path = _packaged_path(model_name)
-        if path is not None:
-            return load_from_file(path, model, by_order=entry.ordered_keys, label=f"pip package {entry.distribution} ({path.name})")
+        if entry is not None and path is not None:
+            label = f"pip package {entry.distribution} ({path.name})"
+            return load_from_file(path, model, by_order=entry.ordered_keys, label=label)
         tried.append(
-            f"pip package: `pip install {entry.distribution}`" if entry else f"pip package: none is registered for '{model_name}'"
+            f"pip package: `pip install {entry.distribution}`"
+            if entry
+            else f"pip package: none is registered for '{model_name}'"
         )
     if "timm" in wanted:
-        hf_hub_id = model.pretrained_cfg.get("hf_hub_id")
+        pretrained_cfg: dict = getattr(model, "pretrained_cfg", {})
+        hf_hub_id = pretrained_cfg.get("hf_hub_id")
         cached = _hub_cache_file(model)
         if cached is not None:
             return load_from_file(cached, model, label=f"Hugging Face cache ({hf_hub_id})")
-        if not hf_hub_id and not model.pretrained_cfg.get("url"):
+        if not hf_hub_id and not pretrained_cfg.get("url"):
             tried.append(f"timm: '{model_name}' has no pretrained weights in timm (its pretrained_cfg names no hub id or url)")
-        elif hub_reachable():
-            source = f"timm download ({hf_hub_id or model.pretrained_cfg.get('url')})"
-            tensors = _read_once(f"timm-download:{model_name}", lambda: _download_with_timm(model_name))
-            return LoadedWeights(match_to_model(tensors, model, source), source)
         else:
-            tried.append(
-                f"timm: not in the Hugging Face cache ({hf_hub_id or model.pretrained_cfg.get('url')}) and the hub is "
-                "not reachable (offline or HF_HUB_OFFLINE=1)"
-            )
+            where = hf_hub_id or pretrained_cfg.get("url")
+            try:
+                tensors = _read_once(f"timm-download:{model_name}", lambda: _download_with_timm(model_name))
+            except DownloadFailed as err:
+                tried.append(f"timm: not in the Hugging Face cache ({where}), and downloading it failed: {err}")
+            else:
+                source = f"timm download ({where})"
+                return LoadedWeights(match_to_model(tensors, model, source), source)
     raise WeightsNotFoundError(
         f"No pretrained weights for '{model_name}'. Tried: " + "; ".join(tried) + ". "
         "Fix: pass pretrained='/path/to/weights.safetensors' (or .pth/.bin) saved from this timm model, "
@@ -312,10 +299,23 @@ def resolve_pretrained(model_name: str, model: nn.Module, pretrained: Pretrained
     )
 
 
-def _download_with_timm(model_name: str) -> dict[str, torch.Tensor]:
-    import timm
+class DownloadFailed(Exception):
+    """timm could not download weights: offline mode, no network, or the hub refused."""
 
-    return dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())
+
+def _download_with_timm(model_name: str) -> dict[str, torch.Tensor]:
+    """timm's own download, through huggingface_hub, which honours ``HF_HUB_OFFLINE`` and proxies itself."""
+    import timm
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, when imported: a later setting is honoured here.
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise DownloadFailed("HF_HUB_OFFLINE is set")
+    try:
+        return dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise DownloadFailed(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
 def clear_cache() -> None:

@@ -9,8 +9,8 @@ All keyword arguments are YAML-friendly (lists, not tuples), for rl_zoo3's ``env
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -21,12 +21,26 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_pretrained.backbones import output_range
-from sb3_pretrained.extractors import FRAME_MODES, FUSIONS, TimmExtractor, fuse_frames
-from sb3_pretrained.weights import PretrainedSpec
+from sb3_pretrained.encoder import (
+    BackboneEncoder,
+    check_encoder_options,
+    check_frame_options,
+    fuse_frames,
+    with_encoder_options,
+)
+from sb3_pretrained.quantization import EmbeddingQuantizer, check_feature_range
 
 EMBEDDING_DTYPES = ("float32", "float16", "uint8")
-_PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
+#: Encoder options the fast path passes through (its frames and fusion are its own arguments).
+WRAPPER_ENCODER_OPTIONS = (
+    "pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "model_kwargs", "feature_index",
+)
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
 
 
 def _image_layout(space: spaces.Space, where: str) -> str:
@@ -93,21 +107,30 @@ class BackboneImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.resample = _PIL_RESAMPLE[interpolation]
 
         space = env.observation_space
+        #: Image keys of a Dict observation (None for a single image), and the layout of each image.
+        self.keys: list[str] | None
+        self.layouts: dict[str | None, str]
         if isinstance(space, spaces.Dict):
             candidates = [k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and len(s.shape) in (2, 3)]
             self.keys = list(keys) if keys is not None else candidates
             unknown = [k for k in self.keys if k not in space.spaces]
             if unknown or not self.keys:
-                raise ValueError(f"Image keys {unknown or self.keys} not usable; the Dict observation has {list(space.spaces)}.")
+                raise ValueError(
+                    f"Image keys {unknown or self.keys} not usable; the Dict observation has {list(space.spaces)}."
+                )
             self.layouts = {k: _image_layout(space[k], f"BackboneImage key '{k}'") for k in self.keys}
             self.observation_space = spaces.Dict(
-                {k: self._out_space(space[k], self.layouts[k]) if k in self.layouts else s for k, s in space.spaces.items()}
+                {
+                    k: self._out_space(cast(spaces.Box, s), self.layouts[k]) if k in self.layouts else s
+                    for k, s in space.spaces.items()
+                }
             )
         else:
             if keys is not None:
                 raise ValueError(f"keys={keys!r} is only for Dict observations; this env observes {space}.")
             self.keys = None
             self.layouts = {None: _image_layout(space, "BackboneImage")}
+            assert isinstance(space, spaces.Box)  # _image_layout raised otherwise
             self.observation_space = self._out_space(space, self.layouts[None])
 
     def _out_space(self, space: spaces.Box, layout: str) -> spaces.Box:
@@ -143,6 +166,7 @@ class BackboneImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return {k: self._hwc(v, self.layouts[k]) if k in self.layouts else v for k, v in observation.items()}
 
 
+@with_encoder_options(accepted=WRAPPER_ENCODER_OPTIONS)
 class FrozenBackboneEmbedding(VecEnvWrapper):
     """The frozen fast path: embed every env's image observation once per step, batched, with a frozen backbone.
 
@@ -156,11 +180,6 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
 
     :param venv: VecEnv with (H, W, C) or (C, H, W) uint8 image observations (grayscale or RGB)
     :param model_name: timm model name
-    :param pretrained: weight source, as for :class:`~sb3_pretrained.TimmExtractor`
-    :param input_size: int, [height, width] or ``"native"``; default the model's pretrained size
-    :param interpolation: resize mode (default: the model's)
-    :param mean: normalization mean (default: the model's)
-    :param std: normalization std (default: the model's)
     :param frame_stack: embeddings of the last ``frame_stack`` observations are fused (the episode's first
         observation fills the history at reset)
     :param fusion: ``"concat"`` or ``"flare"`` (last embedding plus consecutive differences)
@@ -169,47 +188,45 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         and one embedding is computed per stack by a first conv adapted to the stacked channels (a quarter of
         the per-frame embeddings' size for a 4-frame stack)
     :param dtype: ``"float32"``, ``"float16"`` or ``"uint8"``: dtype of the observations the agent (and its
-        buffers) get. ``"uint8"`` quantizes each component linearly to 256 levels over ``feature_range`` and
-        shapes the observation ``(1, frames, features)``, so that SB3 reads it as an image and scales it to
-        [0, 1] (``normalize_images=True``, the default): the policy sees ``(x - low) / (high - low)``, and a
-        replay buffer stores one byte per component. For FLARE the differences span
-        ``[low - high, high - low]``.
+        buffers) get. ``"uint8"`` quantizes each component linearly to 256 levels over ``feature_range``
+        (:class:`~sb3_pretrained.quantization.EmbeddingQuantizer`) and shapes the observation
+        ``(1, frames, features)``, so that SB3 reads it as an image and scales it to [0, 1]
+        (``normalize_images=True``, the default): the policy sees ``(x - low) / (high - low)``, and a replay buffer
+        stores one byte per component. For FLARE the differences span ``[low - high, high - low]``.
     :param feature_range: ``[low, high]`` of the embeddings, for ``dtype="uint8"`` (values outside are clipped,
         with a warning). Default: the bounds of the backbone's last activation when they are provable
         (``[0, 6]`` for EfficientNet-Lite and MobileNetV2, which end in ReLU6); other backbones need it given.
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    :param amp: run the backbone under bfloat16 autocast (default: on CUDA, and on CPUs that compute bf16
-        natively, as :class:`~sb3_pretrained.TimmExtractor` decides for a frozen backbone)
-    :param channels_last: use the channels_last memory format (faster convolutions on CPU and GPU)
+    :param encoder_options: options of :class:`~sb3_pretrained.encoder.BackboneEncoder`: ``pretrained``,
+        ``input_size``, ``interpolation``, ``mean``, ``std``, ``channels_last``, ``amp``, ``model_kwargs``,
+        ``feature_index`` (the stored embedding is then the flattened feature map: ``encoder.num_features`` values,
+        C x H x W of ``encoder.feature_shape``, per frame; give ``feature_range`` for ``dtype="uint8"``)
     """
 
     def __init__(
         self,
         venv: VecEnv,
         model_name: str,
-        pretrained: PretrainedSpec = True,
-        input_size: int | Sequence[int] | str | None = None,
-        interpolation: str | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         frame_stack: int = 1,
         fusion: str = "concat",
         frame_mode: str = "per_frame",
         dtype: str = "float32",
         feature_range: Sequence[float] | None = None,
         device: str = "auto",
-        amp: bool | None = None,
-        channels_last: bool = True,
+        **encoder_options: Any,
     ) -> None:
         space = venv.observation_space
         layout = _image_layout(space, "FrozenBackboneEmbedding")
+        assert isinstance(space, spaces.Box)  # _image_layout raised otherwise
         if space.dtype != np.uint8:
-            raise ValueError(f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage.")
+            raise ValueError(
+                f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage."
+            )
+        check_frame_options(frame_stack, frame_mode, fusion)
+        check_encoder_options(encoder_options, "FrozenBackboneEmbedding", WRAPPER_ENCODER_OPTIONS)
         self.channels_first = layout == "chw" and is_image_space_channels_first(space)
         height, width, channels = (space.shape[1], space.shape[2], space.shape[0]) if self.channels_first else (
             *space.shape[:2], space.shape[2] if layout == "hwc" else 1)
-        if frame_mode not in FRAME_MODES:
-            raise ValueError(f"frame_mode must be one of {FRAME_MODES}, got {frame_mode!r}.")
         stacked_images = frame_mode == "channel"  # the env stacks images; one embedding per stack
         if not stacked_images and channels not in (1, 3):
             raise ValueError(
@@ -222,63 +239,36 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             raise ValueError(f"dtype must be one of {EMBEDDING_DTYPES}, got {dtype!r}.")
         if feature_range is not None and dtype != "uint8":
             raise ValueError(f"feature_range is the quantization range of dtype='uint8'; got dtype={dtype!r}. Drop it.")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
-        if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
-            raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}.")
 
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        self.extractor = TimmExtractor(
-            spaces.Box(0, 255, (channels, height, width), np.uint8),
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.encoder = BackboneEncoder(
+            (channels, height, width),
             model_name,
-            pretrained=pretrained,
             frame_stack=frame_stack if stacked_images else 1,
             frame_mode=frame_mode,
-            frozen=True,
-            features_dim=None,
-            input_size=input_size,
-            interpolation=interpolation,
-            mean=mean,
-            std=std,
-            channels_last=channels_last,
-            amp=amp,
-            feature_cache=0,  # every step brings new images
+            fusion=fusion,
+            **encoder_options,
         ).to(self.device).eval()
+        self.encoder.backbone.requires_grad_(False)
         self.frame_stack, self.fusion = (1 if stacked_images else frame_stack), fusion
         self.numpy_dtype = np.dtype(dtype)
-        self.embedding_dim = self.extractor.backbone.num_features
+        self.embedding_dim = self.encoder.output_dim
+        self.quantizer: EmbeddingQuantizer | None = None
         if dtype == "uint8":
-            self.feature_range = self._quantization_range(feature_range)
-            low, high = self.feature_range
-            # One quantization range per fused embedding (row); FLARE's differences span [low - high, high - low].
-            self._low = torch.full((self.frame_stack, 1), low, device=self.device)
-            self._step = torch.full((self.frame_stack, 1), (high - low) / 255.0, device=self.device)
-            if fusion == "flare":
-                self._low[1:], self._step[1:] = low - high, 2 * (high - low) / 255.0
-            self._clipping_reported = False
+            low, high = self._quantization_range(feature_range)
+            self.quantizer = EmbeddingQuantizer(low, high, self.frame_stack, fusion, self.device)
             embedding_space = spaces.Box(0, 255, (1, self.frame_stack, self.embedding_dim), np.uint8)
         else:
-            self.feature_range = None
             embedding_space = spaces.Box(-np.inf, np.inf, (self.embedding_dim * self.frame_stack,), self.numpy_dtype)
         super().__init__(venv, observation_space=embedding_space)
         self.history = torch.zeros(venv.num_envs, self.frame_stack, self.embedding_dim, device=self.device)
 
-    # What the TensorBoard logger and users inspect.
     @property
-    def backbone(self) -> torch.nn.Module:
-        return self.extractor.backbone
-
-    @property
-    def preprocess(self) -> torch.nn.Module:
-        return self.extractor.preprocess
-
-    @property
-    def model_name(self) -> str:
-        return self.extractor.model_name
-
-    @property
-    def weight_source(self) -> str:
-        return self.extractor.weight_source
+    def feature_range(self) -> tuple[float, float] | None:
+        """The quantization range of ``dtype="uint8"`` (None for float dtypes)."""
+        return None if self.quantizer is None else self.quantizer.feature_range
 
     @torch.inference_mode()
     def embed(self, images: np.ndarray) -> torch.Tensor:
@@ -288,59 +278,49 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
             batch = batch.unsqueeze(1)
         elif not self.channels_first:
             batch = batch.permute(0, 3, 1, 2)
-        return self.extractor.forward_backbone(batch.float().div_(255.0))
+        return self.encoder(batch.float().div_(255.0))
 
     def _quantization_range(self, feature_range: Sequence[float] | None) -> tuple[float, float]:
-        if feature_range is None:
-            observation = torch.rand(1, *self.extractor._observation_space.shape, device=self.device)
-            example = self.extractor.preprocess(self.extractor.backbone_inputs(observation))
-            bounds = output_range(self.extractor.backbone, example.contiguous(memory_format=torch.channels_last))
-            if bounds is None:
-                raise ValueError(
-                    f"dtype='uint8' needs the range of {self.extractor.model_name}'s embeddings, and its last layer "
-                    "has no fixed bounds (only ReLU6/Hardtanh, sigmoid and tanh endings do). Pass "
-                    "feature_range=[low, high] (values outside are clipped), or use dtype='float16'."
-                )
-            return bounds
-        low, high = (float(v) for v in feature_range)
-        if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            raise ValueError(f"feature_range must be [low, high] with finite low < high, got {list(feature_range)!r}.")
-        return low, high
+        if feature_range is not None:
+            return check_feature_range(feature_range)
+        bounds = self.encoder.output_range()
+        if bounds is None:
+            raise ValueError(
+                f"dtype='uint8' needs the range of {self.encoder.model_name}'s embeddings, and its last layer "
+                "has no fixed bounds (only ReLU6/Hardtanh, sigmoid and tanh endings do). Pass "
+                "feature_range=[low, high] (values outside are clipped), or use dtype='float16'."
+            )
+        return bounds
 
     def quantize(self, stacked: torch.Tensor) -> torch.Tensor:
         """(N, frames * features) float embeddings -> (N, 1, frames, features) uint8 codes (``dtype="uint8"``)."""
-        scaled = (stacked.view(len(stacked), self.frame_stack, -1) - self._low) / self._step
-        if not self._clipping_reported:  # checked until the first clip is reported
-            clipped = (scaled < -0.5) | (scaled > 255.5)
-            if bool(clipped.any()):
-                self._clipping_reported = True
-                warnings.warn(
-                    f"FrozenBackboneEmbedding: {clipped.float().mean().item():.2%} of embedding values fall outside "
-                    f"feature_range={list(self.feature_range)} and were clipped; widen it (shown once).",
-                    stacklevel=2,
-                )
-        return scaled.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
+        return self._quantizer().quantize(stacked)
 
     def dequantize(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, 1, frames, features) uint8 codes -> (N, frames * features) float32 embeddings (``dtype="uint8"``)."""
-        codes = torch.as_tensor(codes, device=self.device)
-        return (codes.squeeze(1).float() * self._step + self._low).flatten(1)
+        return self._quantizer().dequantize(codes)
+
+    def _quantizer(self) -> EmbeddingQuantizer:
+        if self.quantizer is None:
+            raise ValueError(f"This FrozenBackboneEmbedding stores {self.numpy_dtype} embeddings; codes need dtype='uint8'.")
+        return self.quantizer
 
     def _to_numpy(self, stacked: torch.Tensor) -> np.ndarray:
-        if self.numpy_dtype == np.uint8:
-            return self.quantize(stacked).cpu().numpy()
+        if self.quantizer is not None:
+            return self.quantizer.quantize(stacked).cpu().numpy()
         return stacked.to(torch.float16 if self.numpy_dtype == np.float16 else torch.float32).cpu().numpy()
 
     def _stacked(self, history: torch.Tensor) -> torch.Tensor:
         return fuse_frames(history, self.fusion) if self.frame_stack > 1 else history[:, -1]
 
     def reset(self) -> VecEnvObs:
-        embeddings = self.embed(self.venv.reset())
+        embeddings = self.embed(cast(np.ndarray, self.venv.reset()))  # image observations: one array
         self.history[:] = embeddings[:, None]
         return self._to_numpy(self._stacked(self.history))
 
     def step_wait(self) -> VecEnvStepReturn:
         observations, rewards, dones, infos = self.venv.step_wait()
+        observations = cast(np.ndarray, observations)  # image observations: one array
         terminal = [i for i, info in enumerate(infos) if dones[i] and info.get("terminal_observation") is not None]
         images = observations
         if terminal:  # one forward pass for the new observations and the episodes' last ones
@@ -352,8 +332,8 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         if terminal:
             ended = self.history[terminal].clone()
             ended[:, -1] = last
-            for row, i in zip(self._to_numpy(self._stacked(ended)), terminal):
+            for row, i in zip(self._to_numpy(self._stacked(ended)), terminal, strict=False):
                 infos[i]["terminal_observation"] = row
-        for i in np.flatnonzero(dones):
-            self.history[i] = current[i]  # a new episode starts with a history of its first observation
+        for index in np.flatnonzero(dones):
+            self.history[index] = current[index]  # a new episode starts with a history of its first observation
         return self._to_numpy(self._stacked(self.history)), rewards, dones, infos

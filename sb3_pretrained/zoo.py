@@ -119,7 +119,8 @@ def env_family(env_id: str) -> str | None:
     entry_point = str(spec.entry_point) if spec is not None else ""
     if "ale_py" in entry_point or env_id.startswith("ALE/") or re.search(r"(NoFrameskip|Deterministic)-v[04]$", env_id):
         return "atari"
-    if "box2d" in entry_point or env_id.split("-")[0] in ("CarRacing", "LunarLander", "LunarLanderContinuous", "BipedalWalker"):
+    box2d_names = ("CarRacing", "LunarLander", "LunarLanderContinuous", "BipedalWalker")
+    if "box2d" in entry_point or env_id.split("-")[0] in box2d_names:
         return "box2d"
     if "minigrid" in entry_point or env_id.startswith(("MiniGrid-", "BabyAI-")):
         return "minigrid"
@@ -129,7 +130,8 @@ def env_family(env_id: str) -> str | None:
 def check_env_dependencies(env_id: str) -> None:
     """Raise a ConfigError naming what to ``pip install`` when a package ``env_id`` needs is missing."""
     family = env_family(env_id)
-    missing = [pip for module, pip in _ENV_PACKAGES.get(family, ()) if importlib.util.find_spec(module) is None]
+    packages = _ENV_PACKAGES.get(family, ()) if family is not None else ()
+    missing = [pip for module, pip in packages if importlib.util.find_spec(module) is None]
     if missing:
         raise ConfigError(
             f"Env '{env_id}' ({family}) needs {', '.join(missing)}, which is not installed. "
@@ -181,6 +183,29 @@ def validate_config(path: str | Path, algo: str, env_id: str, overrides: Sequenc
             raise ConfigError(f"{where}: '{required}' is missing; rl_zoo3 needs it in every entry.")
     for key, value in hyperparams.items():
         _check_value(where, algo, key, value)
+    _check_extractor_kwargs(where, hyperparams)
+
+
+def _check_extractor_kwargs(where: str, hyperparams: Mapping[str, Any]) -> None:
+    """``policy_kwargs.features_extractor_kwargs`` given as YAML, for a policy whose default extractor is known:
+    every key must be an argument of that extractor."""
+    policy, policy_kwargs = hyperparams.get("policy"), hyperparams.get("policy_kwargs")
+    if not (isinstance(policy, str) and "." in policy and isinstance(policy_kwargs, dict)):
+        return
+    kwargs = policy_kwargs.get("features_extractor_kwargs")
+    if not isinstance(kwargs, dict) or "features_extractor_class" in policy_kwargs:
+        return
+    default = inspect.signature(_resolve(where, "policy", policy)).parameters.get("features_extractor_class")
+    if default is None or not isinstance(default.default, type):
+        return
+    extractor = default.default
+    accepted = [name for name in inspect.signature(extractor).parameters if name != "observation_space"]
+    for name in kwargs:
+        if name not in accepted:
+            raise ConfigError(
+                f"{where}: policy_kwargs: features_extractor_kwargs: {extractor.__name__} has no argument '{name}'."
+                f"{_did_you_mean(name, accepted)} Its arguments: {', '.join(accepted)}."
+            )
 
 
 @functools.cache
@@ -189,7 +214,7 @@ def _algo_parameters(algo: str) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(_algo_class(algo).__init__).parameters
 
 
-def _algo_class(algo: str) -> type:
+def _algo_class(algo: str) -> type[Any]:
     from rl_zoo3.utils import ALGOS
 
     if algo not in ALGOS:
@@ -208,7 +233,11 @@ def _type_error(where: str, key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{where}: '{key}' must be {expected}, got {value!r} ({type(value).__name__}).{hint}")
 
 
-def _check_value(where: str, algo: str, key: str, value: Any) -> None:
+_SCALAR_KEYS = ("n_envs", "frame_stack", "n_timesteps", "noise_std", *SCHEDULE_KEYS)
+
+
+def _check_scalar(where: str, key: str, value: Any) -> None:
+    """Check one of ``_SCALAR_KEYS``: a count, a positive number or a schedule."""
     if key in ("n_envs", "frame_stack"):
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise _type_error(where, key, "an int >= 1", value)
@@ -218,6 +247,11 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
     elif key in SCHEDULE_KEYS:
         if not (_number(value) or (isinstance(value, str) and re.fullmatch(r"lin_[-+]?[\d.]+(e[-+]?\d+)?", value))):
             raise _type_error(where, key, "a number or 'lin_<number>' (linear decay to 0)", value)
+
+
+def _check_value(where: str, algo: str, key: str, value: Any) -> None:
+    if key in _SCALAR_KEYS:
+        _check_scalar(where, key, value)
     elif key == "env_kwargs":
         if not isinstance(value, dict):
             raise _type_error(where, key, "a mapping of keyword arguments", value)
@@ -227,14 +261,7 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
     elif key == "policy":
         _check_policy(where, algo, value)
     elif key in EVALUATED_KEYS:
-        if isinstance(value, str):
-            _check_expression(where, key, value)
-        elif key == "normalize" and isinstance(value, bool):
-            pass
-        elif not isinstance(value, dict):
-            raise _type_error(where, key, "a Python expression string (rl_zoo3 evaluates it) or a mapping", value)
-        else:
-            _check_model_names(where, key, _model_names_in_data(value))
+        _check_evaluated(where, key, value)
     elif key == "noise_type":
         if not isinstance(value, str):
             raise _type_error(where, key, "a string ('normal' or 'ornstein-uhlenbeck')", value)
@@ -242,6 +269,18 @@ def _check_value(where: str, algo: str, key: str, value: Any) -> None:
         hint = _algo_parameters(algo)[key].annotation
         if not _matches(value, hint):
             raise _type_error(where, key, _describe(hint), value)
+
+
+def _check_evaluated(where: str, key: str, value: Any) -> None:
+    """A key rl_zoo3 evaluates when it is a string: an expression, or data (a mapping; ``normalize`` also a bool)."""
+    if isinstance(value, str):
+        _check_expression(where, key, value)
+    elif key == "normalize" and isinstance(value, bool):
+        return
+    elif not isinstance(value, dict):
+        raise _type_error(where, key, "a Python expression string (rl_zoo3 evaluates it) or a mapping", value)
+    else:
+        _check_model_names(where, key, _model_names_in_data(value))
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -265,7 +304,7 @@ def _matches(value: Any, hint: Any) -> bool:
         if not isinstance(value, list):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=False))
         return True
     if hint is dict or origin in (dict, collections.abc.Mapping):
         return isinstance(value, dict)
@@ -284,7 +323,7 @@ def _describe(hint: Any) -> str:
 
 def _import_specs(where: str, key: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """(import path, kwargs) of each entry of an ``env_wrapper`` / ``vec_env_wrapper`` / ``callback`` value."""
-    usage = f"an import path, or a list of import paths and one-key mappings {{path: {{kwarg: value}}}}"
+    usage = "an import path, or a list of import paths and one-key mappings {path: {kwarg: value}}"
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, str):
             yield item, {}
@@ -354,8 +393,10 @@ def _check_expression(where: str, key: str, source: str) -> None:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in bound | namespace:
             raise ConfigError(
                 f"{where}: '{key}' uses the name '{node.id}', which rl_zoo3's eval namespace does not define "
-                f"(NameError at startup). Import it inside the string, e.g. "
-                f"importlib.import_module('sb3_pretrained').{node.id} or importlib.import_module('package.module').{node.id}."
+                f"(NameError at startup). For the extractor, name the policy by its import path instead (e.g. policy: "
+                f"sb3_pretrained.policies.TimmActorCriticPolicy) and give features_extractor_kwargs as YAML; otherwise "
+                f"import it inside the string, e.g. importlib.import_module('sb3_pretrained').{node.id} or "
+                f"importlib.import_module('package.module').{node.id}."
             )
     _check_model_names(where, key, _model_names_in_ast(tree))
 
@@ -372,11 +413,11 @@ def _model_names_in_ast(tree: ast.AST) -> list[str]:
     """String values given to ``model_name`` as a keyword or a dict key, anywhere in the expression."""
     names = []
     for node in ast.walk(tree):
-        pairs = []
+        pairs: list[tuple[Any, ast.expr]] = []
         if isinstance(node, ast.keyword):
             pairs = [(node.arg, node.value)]
         elif isinstance(node, ast.Dict):
-            pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+            pairs = [(k.value, v) for k, v in zip(node.keys, node.values, strict=False) if isinstance(k, ast.Constant)]
         names += [v.value for k, v in pairs if k == "model_name" and isinstance(v, ast.Constant) and isinstance(v.value, str)]
     return names
 

@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 
 from sb3_pretrained import TimmExtractor, allocator
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL
 
 
 class FakeLibc:

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sb3_pretrained import GradualUnfreezing, LRWarmup, TimmExtractor
 from sb3_pretrained.optim import GroupedOptimizer, model_optimizers
-from tests.conftest import TINY_MODEL, image_env
+from tests.helpers import TINY_MODEL, image_env
 
 OFF_POLICY = dict(learning_starts=32, buffer_size=300, batch_size=8, train_freq=8, gradient_steps=1)
 ALGO_KWARGS = {

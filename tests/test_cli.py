@@ -15,7 +15,7 @@ import yaml
 
 from sb3_pretrained import zoo
 from sb3_pretrained.cli import main
-from tests.test_tensorboard import read_events
+from tests.helpers import read_events
 
 
 def test_usage(capsys):
@@ -86,7 +86,9 @@ def test_default_train_learns_then_enjoy(tmp_path):
     assert tags["images"] == ["backbone/input"] and "backbone/info/text_summary" in tags["tensors"]
     assert "rollout/ep_rew_mean" in tags["scalars"]
 
-    result = subprocess.run([command, "enjoy", "--no-render", "-n", "200"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [command, "enjoy", "--no-render", "-n", "200"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rewards = [float(r) for r in re.findall(r"Episode Reward: ([\d.]+)", result.stdout)]
     assert rewards and sum(rewards) / len(rewards) > 0.8  # the saved agent walks to the goal (stochastic actions)

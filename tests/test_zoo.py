@@ -13,7 +13,7 @@ import yaml
 
 from sb3_pretrained import zoo
 from sb3_pretrained.tensorboard import INFO_TAG, INPUT_TAG
-from tests.test_tensorboard import read_events
+from tests.helpers import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 ATARI_GAMES = ("BreakoutNoFrameskip-v4", "PongNoFrameskip-v4")
@@ -150,13 +150,34 @@ def test_unknown_backbone_in_policy_kwargs(tmp_path):
         zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
 
 
+def test_unknown_argument_in_extractor_kwargs_given_as_yaml(tmp_path):
+    path = write_config(tmp_path, {
+        "policy": "sb3_pretrained.policies.TimmActorCriticPolicy",
+        "policy_kwargs": {"features_extractor_kwargs": {"model_name": "efficientnet_lite0", "frozn": True}},
+    })  # fmt: skip
+    with pytest.raises(zoo.ConfigError, match="TimmExtractor has no argument 'frozn'. Did you mean 'frozen'"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
+    path = write_config(tmp_path, {
+        "policy": "sb3_pretrained.policies.TimmActorCriticPolicy",
+        "policy_kwargs": {"features_extractor_kwargs": {"model_name": "efficientnet_lite9"}},
+    })  # fmt: skip
+    with pytest.raises(zoo.ConfigError, match="policy_kwargs: Unknown timm model 'efficientnet_lite9'"):
+        zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
+
+
+def test_shipped_configs_name_no_importlib():
+    for path in zoo.shipped_configs():
+        assert "importlib" not in path.read_text(), path
+
+
 def test_unknown_backbone_and_argument_in_wrapper_kwargs(tmp_path):
     entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo_embedding.yml").read_text())["MiniGrid-Empty-5x5-v0"]
     wrapper = "sb3_pretrained.wrappers.FrozenBackboneEmbedding"
     path = write_config(tmp_path, {**entry, "vec_env_wrapper": [{wrapper: {"model_name": "resnet_9000"}}]})
     with pytest.raises(zoo.ConfigError, match=f"vec_env_wrapper '{wrapper}': Unknown timm model 'resnet_9000'"):
         zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
-    path = write_config(tmp_path, {**entry, "vec_env_wrapper": [{wrapper: {"model_name": "efficientnet_lite0", "framestack": 4}}]})
+    kwargs = {"model_name": "efficientnet_lite0", "framestack": 4}
+    path = write_config(tmp_path, {**entry, "vec_env_wrapper": [{wrapper: kwargs}]})
     with pytest.raises(zoo.ConfigError, match="has no argument 'framestack'. Did you mean 'frame_stack'"):
         zoo.validate_config(path, "ppo", "MiniGrid-Empty-5x5-v0")
 

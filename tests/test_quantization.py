@@ -1,4 +1,4 @@
-"""Backbone helpers: provable output bounds (what uint8 embeddings quantize over)."""
+"""Quantization: provable output bounds of a backbone (what uint8 embeddings quantize over)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import timm
 import torch
 from torch import nn
 
-from sb3_pretrained.backbones import output_range
+from sb3_pretrained.quantization import output_range
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained sweep",
         description="Train variants x seeds with rl_zoo3 on Ray Tune (a local Ray by default), evaluate each run "
-        "periodically, and write results.csv, summary.md (IQM and mean with 95%% bootstrap CIs) and curves.png into "
+        "periodically, and write results.csv, summary.md (IQM and mean with 95% bootstrap CIs) and curves.png into "
         "the sweep folder. --resume continues an interrupted sweep; --report rebuilds the report from trial folders.",
     )
     mode = parser.add_mutually_exclusive_group()

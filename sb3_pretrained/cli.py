@@ -176,7 +176,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained sweep",
         description="Train variants x seeds with rl_zoo3 on Ray Tune (a local Ray by default), evaluate each run "
-        "periodically, and write results.csv, summary.md (IQM and mean with 95%% bootstrap CIs) and curves.png into "
+        "periodically, and write results.csv, summary.md (IQM and mean with 95% bootstrap CIs) and curves.png into "
         "the sweep folder. --resume continues an interrupted sweep; --report rebuilds the report from trial folders.",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -238,8 +238,10 @@ def sweep(argv: Sequence[str]) -> int:
             if len(conf_files) != len(args.conf_file):
                 parser.error("--conf-file takes VARIANT=FILE items, e.g. --conf-file frozen=my_ppo.yml")
             bad = [v for v in [*variants, *conf_files] if not re.fullmatch(r"[A-Za-z0-9_-]+", v)]
-            if bad or args.seeds < 1:
-                parser.error(f"variant names are letters, digits, _ and - (got {bad}); --seeds is >= 1")
+            if bad:
+                parser.error(f"variant names are made of letters, digits, _ and -: rename {', '.join(map(repr, bad))}")
+            if args.seeds < 1:
+                parser.error(f"--seeds is the number of runs per variant: 1 or more, got {args.seeds}")
             name = args.name or f"{args.algo}-{args.env}-{datetime.now():%Y%m%d-%H%M%S}"
             folder = Path(args.log_folder, name)
             if (folder / sweeps.SWEEP_FILE).exists():

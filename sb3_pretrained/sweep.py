@@ -89,15 +89,16 @@ def plan_trials(
     :raises ConfigError: a variant without a config, or a config that would fail
     """
     conf_files = dict(conf_files or {})
-    configs = Path(folder) / "configs"
-    configs.mkdir(parents=True, exist_ok=True)
-    trials = []
     for variant in variants:
         if variant not in VARIANTS and variant not in conf_files:
             raise ConfigError(
                 f"Unknown variant '{variant}'. Shipped variants: {', '.join(VARIANTS)}; for your own, give its config: "
                 f"--conf-file {variant}=FILE.yml."
             )
+    configs = Path(folder) / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    trials = []
+    for variant in variants:
         source = conf_files.get(variant) or (conf_files.get("frozen") if variant == "scratch" else None)
         path = variant_config(algo, variant, configs, source)
         if path.parent != configs:

@@ -97,6 +97,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -208,6 +208,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--final-eval-episodes", type=int, help="episodes of the final evaluation (default: --eval-episodes)")
     parser.add_argument("--n-eval-envs", type=int, default=1, help="envs per eval VecEnv (default: 1)")
     parser.add_argument("--checkpoint-freq", type=int, help="env steps between checkpoints (default: 1/10 of the run)")
+    parser.add_argument(
+        "--shifts", nargs="+", default=[], metavar="SHIFT",
+        help="held-out visual shifts the final agents are also evaluated under, e.g. brightness=0.6 contrast=0.5 "
+        "color=0 env:domain_randomize=true (a + combines changes); summary.md gets a generalization table",
+    )  # fmt: skip
     return parser
 
 
@@ -252,6 +257,7 @@ def sweep(argv: Sequence[str]) -> int:
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
                 eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                 checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
+                shifts=args.shifts,
             )  # fmt: skip
             sweeps.save_sweep(folder, trials, resources)
         failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))

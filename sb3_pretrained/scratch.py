@@ -40,6 +40,7 @@ def _refers_to_package(value: Any) -> bool:
 def _pairs(value: str, where: str) -> list[tuple[str, ast.expr]]:
     """(keyword, expression) of a ``policy_kwargs`` string: ``dict(key=value, ...)`` or ``{'key': value, ...}``."""
     tree = ast.parse(value.strip(), mode="eval").body
+    pairs: list[tuple[Any, ast.expr]]
     if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "dict" and not tree.args:
         pairs = [(kw.arg, kw.value) for kw in tree.keywords]
     elif isinstance(tree, ast.Dict):
@@ -48,7 +49,7 @@ def _pairs(value: str, where: str) -> list[tuple[str, ast.expr]]:
         pairs = [(None, tree)]
     if any(not isinstance(key, str) for key, _ in pairs):
         raise ConfigError(f"{where}: cannot derive a scratch config from policy_kwargs {value!r}: write dict(key=value, ...).")
-    return pairs
+    return [(str(key), node) for key, node in pairs]
 
 
 def _augment(value: Any, where: str) -> Any:
@@ -80,9 +81,9 @@ def _scratch_policy_kwargs(value: Any, augment: Any, where: str) -> Any:
     if isinstance(value, dict):
         kept = {k: v for k, v in value.items() if k not in EXTRACTOR_KEYS and not _refers_to_package(v)}
         return {**extractor, **kept} or None
-    kept = [(k, v) for k, v in _pairs(value, where) if k not in EXTRACTOR_KEYS and not _refers_to_package(v)]
-    kept = [(k, ast.parse(repr(v), mode="eval").body) for k, v in extractor.items()] + kept
-    return ast.unparse(ast.Call(ast.Name("dict"), [], [ast.keyword(k, v) for k, v in kept])) if kept else None
+    pairs = [(k, ast.parse(repr(v), mode="eval").body) for k, v in extractor.items()]
+    pairs += [(k, v) for k, v in _pairs(value, where) if k not in EXTRACTOR_KEYS and not _refers_to_package(v)]
+    return ast.unparse(ast.Call(ast.Name("dict"), [], [ast.keyword(k, v) for k, v in pairs])) if pairs else None
 
 
 def _scratch_policy(policy: str, algo: str, augmented: bool, where: str) -> str:

@@ -321,7 +321,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-pretrained sweep",
         description="Train variants x seeds with rl_zoo3 on Ray Tune (a local Ray by default), evaluate each run "
-        "periodically, and write results.csv, summary.md (IQM and mean with 95%% bootstrap CIs) and curves.png into "
+        "periodically, and write results.csv, summary.md (IQM and mean with 95% bootstrap CIs) and curves.png into "
         "the sweep folder. --resume continues an interrupted sweep; --report rebuilds the report from trial folders.",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -356,6 +356,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--final-eval-episodes", type=int, help="episodes of the final evaluation (default: --eval-episodes)")
     parser.add_argument("--n-eval-envs", type=int, default=1, help="envs per eval VecEnv (default: 1)")
     parser.add_argument("--checkpoint-freq", type=int, help="env steps between checkpoints (default: 1/10 of the run)")
+    parser.add_argument(
+        "--shifts", nargs="+", default=[], metavar="SHIFT",
+        help="held-out visual shifts the final agents are also evaluated under, e.g. brightness=0.6 contrast=0.5 "
+        "color=0 env:domain_randomize=true (a + combines changes); summary.md gets a generalization table",
+    )  # fmt: skip
     return parser
 
 
@@ -386,8 +391,10 @@ def sweep(argv: Sequence[str]) -> int:
             if len(conf_files) != len(args.conf_file):
                 parser.error("--conf-file takes VARIANT=FILE items, e.g. --conf-file frozen=my_ppo.yml")
             bad = [v for v in [*variants, *conf_files] if not re.fullmatch(r"[A-Za-z0-9_-]+", v)]
-            if bad or args.seeds < 1:
-                parser.error(f"variant names are letters, digits, _ and - (got {bad}); --seeds is >= 1")
+            if bad:
+                parser.error(f"variant names are made of letters, digits, _ and -: rename {', '.join(map(repr, bad))}")
+            if args.seeds < 1:
+                parser.error(f"--seeds is the number of runs per variant: 1 or more, got {args.seeds}")
             name = args.name or f"{args.algo}-{args.env}-{datetime.now():%Y%m%d-%H%M%S}"
             folder = Path(args.log_folder, name)
             if (folder / sweeps.SWEEP_FILE).exists():
@@ -398,6 +405,7 @@ def sweep(argv: Sequence[str]) -> int:
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
                 eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                 checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
+                shifts=args.shifts,
                 trust_config=args.trust_config,
             )  # fmt: skip
             sweeps.save_sweep(folder, trials, resources)

@@ -3,6 +3,7 @@ a projection head and stage freezing."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -14,12 +15,20 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_pretrained.backbones import Stage, backbone_stages
-from sb3_pretrained.encoder import BackboneEncoder, check_encoder_options, with_encoder_options
+from sb3_pretrained.encoder import BackboneEncoder, check_encoder_options, check_flags, with_encoder_options
 from sb3_pretrained.optim import GROUP_ATTR
-from sb3_pretrained.sb3_internals import KeepsEncoderOnApply, rebuilding_saved_model, shared_feature_cache
+from sb3_pretrained.sb3_internals import (
+    KeepsEncoderOnApply,
+    policy_normalizes_images,
+    rebuilding_saved_model,
+    shared_feature_cache,
+)
 
 
 def _check_image_space(observation_space: spaces.Space, normalized_image: bool, what: str) -> tuple[int, ...]:
+    """The (C, H, W) shape of an image space whose pixels reach the backbone in [0, 1]; raises naming the fix for
+    anything else, including scalings that would feed it 0-255 values (the policy's ``normalize_images=False`` on
+    uint8 pixels, or ``normalized_image=True`` on floats beyond [0, 1])."""
     if isinstance(observation_space, spaces.Dict):
         raise ValueError(
             f"{what} takes a single image observation, got a Dict space with keys {list(observation_space.spaces)}. "
@@ -35,7 +44,26 @@ def _check_image_space(observation_space: spaces.Space, normalized_image: bool, 
             "For a float image already in [0, 1], pass normalized_image=True (and normalize_images=False in "
             "policy_kwargs); for vector observations use SB3's default MlpPolicy extractor."
         )
-    return cast(spaces.Box, observation_space).shape  # is_image_space: a Box
+    box = cast(spaces.Box, observation_space)  # is_image_space: a Box
+    if box.dtype == np.uint8 and policy_normalizes_images() is False:
+        raise ValueError(
+            f"{what}: the policy has normalize_images=False, so this uint8 observation would reach the backbone as "
+            "0-255 pixel values instead of the [0, 1] images it was pretrained on. Fix: drop normalize_images=False "
+            "from policy_kwargs (SB3 then scales the pixels), or give float images in [0, 1] with normalized_image=True."
+        )
+    if normalized_image and box.dtype != np.uint8 and not (np.all(box.low >= 0.0) and np.all(box.high <= 1.0)):
+        raise ValueError(
+            f"{what}: normalized_image=True says the observation is a float image in [0, 1], but its space's bounds are "
+            f"[{box.low.min()}, {box.high.max()}]: values up to {box.high.max()} would reach the backbone unscaled. "
+            "Fix: scale the images to [0, 1] in the env and declare Box(0.0, 1.0, ...), or give uint8 pixels "
+            "(sb3_pretrained.wrappers.BackboneImage) with normalized_image=False."
+        )
+    return box.shape
+
+
+def _is_number(value: object, integral: bool = False) -> bool:
+    """Whether ``value`` is a real number (an integer with ``integral``), bools excluded."""
+    return isinstance(value, numbers.Integral if integral else numbers.Real) and not isinstance(value, bool)
 
 
 @with_encoder_options()
@@ -63,8 +91,9 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
     :param observation_space: image Box, channel-first, uint8 (or float in [0, 1] with ``normalized_image``)
     :param model_name: any ``timm.list_models()`` name
     :param frozen: train no backbone weight; the projection head still trains
-    :param features_dim: size of the Linear+ReLU projection after pooling; ``None`` returns the pooled
-        backbone features as they are (``encoder.output_dim`` values)
+    :param features_dim: size of the Linear+ReLU projection after pooling (with ``feature_index``: a 1x1 conv to
+        32 channels over the feature map, then Linear+ReLU); ``None`` returns the backbone features as they are
+        (``encoder.output_dim`` values)
     :param backbone_lr_scale: the backbone's (top stage's) LR as a fraction of the head's, in (0, 1]
     :param layer_decay: each stage below the top trains at this fraction of the stage above (timm's layer-wise
         LR decay), in (0, 1]; None for no decay. Scales take effect through a grouped optimizer
@@ -72,7 +101,9 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
     :param train_bn: let BatchNorm layers of trainable stages update their running statistics in
         ``train()`` mode. Default False: BN stays in eval mode, as in most fine-tuning practice
         (it also keeps PPO's rollout and update passes identical).
-    :param normalized_image: the observation is already a float image in [0, 1] (SB3's name for it)
+    :param normalized_image: the observation is already a float image in [0, 1] (SB3's name for it); its space must
+        say so (bounds within [0, 1]). Inside a policy, uint8 observations need the policy's ``normalize_images=True``
+        (SB3's default), which scales them to [0, 1]
     :param grad_checkpointing: recompute the backbone's activations in the backward pass instead of storing them
         (timm's ``set_grad_checkpointing``): less memory when fine-tuning, for about one more forward pass. With
         ``train_bn=True`` the recomputation updates BatchNorm statistics a second time
@@ -84,7 +115,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         copies' weights differ (see :mod:`sb3_pretrained.feature_cache`)
     :param encoder_options: everything else is an option of :class:`~sb3_pretrained.encoder.BackboneEncoder`:
         ``pretrained``, ``input_size``, ``interpolation``, ``mean``, ``std``, ``frame_stack``, ``frame_mode``,
-        ``fusion``, ``channels_last``, ``amp``, ``model_kwargs``
+        ``fusion``, ``channels_last``, ``amp``, ``model_kwargs``, ``feature_index`` (intermediate feature maps),
+        ``augment`` (augmentation of training batches)
     """
 
     def __init__(
@@ -103,13 +135,22 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "observation_space", "__class__", "encoder_options")}
         config.update(encoder_options, observation_shape=observation_space.shape)
+        check_flags(frozen=frozen, train_bn=train_bn, normalized_image=normalized_image,
+                    grad_checkpointing=grad_checkpointing)
         _check_image_space(observation_space, normalized_image, type(self).__name__)
         check_encoder_options(encoder_options, type(self).__name__)
-        for label, scale in (("backbone_lr_scale", backbone_lr_scale), ("layer_decay", layer_decay)):
-            if scale is not None and not 0.0 < scale <= 1.0:
-                raise ValueError(f"{label} must be in (0, 1] (a fraction of the head's learning rate), got {scale}.")
-        if features_dim is not None and features_dim < 1:
-            raise ValueError(f"features_dim must be a positive int or None (raw pooled features), got {features_dim}.")
+        scales = (("backbone_lr_scale", backbone_lr_scale), ("layer_decay", 1.0 if layer_decay is None else layer_decay))
+        for label, scale in scales:
+            if not (_is_number(scale) and 0.0 < scale <= 1.0):
+                raise ValueError(
+                    f"{label} must be in (0, 1] (a number: a fraction of the head's learning rate), got {scale!r} "
+                    f"({type(scale).__name__}). In YAML, 1e-1 without a dot is a string: write 0.1."
+                )
+        if features_dim is not None and not (_is_number(features_dim, integral=True) and features_dim >= 1):
+            raise ValueError(
+                f"features_dim must be a positive int or None (raw pooled features), got {features_dim!r} "
+                f"({type(features_dim).__name__})."
+            )
         if isinstance(feature_cache, bool) or not isinstance(feature_cache, int) or feature_cache < 0:
             raise ValueError(f"feature_cache must be a number of rows >= 0 (0 turns the cache off), got {feature_cache!r}.")
         super().__init__(observation_space, features_dim=1)
@@ -137,6 +178,9 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         if features_dim is None:
             self.head: nn.Module = nn.Identity()
             self._features_dim = self.encoder.output_dim
+        elif self.encoder.feature_shape is not None:
+            self.head = spatial_head(self.encoder.feature_shape, self.encoder.output_dim, features_dim)
+            self._features_dim = features_dim
         else:
             self.head = nn.Sequential(nn.Linear(self.encoder.output_dim, features_dim), nn.ReLU())
             self._features_dim = features_dim
@@ -209,6 +253,25 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
 
     def extra_repr(self) -> str:
         return f"trainable_stages={self.trainable_stages}/{len(self.stages)}"
+
+
+#: Channels of the 1x1 convolution that reads intermediate feature maps (as the small heads of PIE-G and DrQ).
+SPATIAL_HEAD_CHANNELS = 32
+
+
+def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_dim: int) -> nn.Sequential:
+    """The trainable head over flattened feature maps (one per frame, fused): back to (frames x C, H, W), a 1x1
+    convolution to 32 channels that keeps the spatial layout, then Linear+ReLU to ``features_dim``."""
+    channels, height, width = feature_shape
+    frames = flat_size // (channels * height * width)
+    return nn.Sequential(
+        nn.Unflatten(1, (frames * channels, height, width)),
+        nn.Conv2d(frames * channels, SPATIAL_HEAD_CHANNELS, kernel_size=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(SPATIAL_HEAD_CHANNELS * height * width, features_dim),
+        nn.ReLU(),
+    )
 
 
 def _state_dict_before_the_encoder(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

@@ -9,7 +9,9 @@ runs unchanged (it imports a dotted ``policy`` itself) and nothing evaluates::
 
 Each policy is its algorithm's ``CnnPolicy`` (or ``MultiInputPolicy``, with
 :class:`~sb3_pretrained.TimmMultiInputExtractor`) and nothing else changes: ``features_extractor_class`` can still
-be passed.
+be passed. The ``NatureCNN*Policy`` classes are the from-scratch baseline: SB3's NatureCNN with the same
+training-batch augmentation option (``features_extractor_kwargs: {augment: {shift: 4}}``,
+:class:`~sb3_pretrained.augmentation.AugmentedNatureCNN`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from stable_baselines3.sac.policies import CnnPolicy as SACCnnPolicy
 from stable_baselines3.td3.policies import CnnPolicy as TD3CnnPolicy
 from torch import nn
 
+from sb3_pretrained.augmentation import AugmentedNatureCNN
 from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
 
 
@@ -58,7 +61,19 @@ TimmSACPolicy = _with_default_extractor(SACCnnPolicy, "TimmSACPolicy", "SAC", Ti
 TimmTD3Policy = _with_default_extractor(TD3CnnPolicy, "TimmTD3Policy", "TD3, DDPG", TimmExtractor)
 TimmTQCPolicy = _with_default_extractor(TQCCnnPolicy, "TimmTQCPolicy", "TQC", TimmExtractor)
 
+# The from-scratch baseline with the same training-batch augmentation: SB3's NatureCNN + ``augment``.
+NatureCNNActorCriticPolicy = _with_default_extractor(
+    ActorCriticCnnPolicy, "NatureCNNActorCriticPolicy", "PPO, A2C, TRPO", AugmentedNatureCNN
+)
+NatureCNNDQNPolicy = _with_default_extractor(DQNCnnPolicy, "NatureCNNDQNPolicy", "DQN", AugmentedNatureCNN)
+NatureCNNQRDQNPolicy = _with_default_extractor(QRDQNCnnPolicy, "NatureCNNQRDQNPolicy", "QR-DQN", AugmentedNatureCNN)
+NatureCNNSACPolicy = _with_default_extractor(SACCnnPolicy, "NatureCNNSACPolicy", "SAC", AugmentedNatureCNN)
+
 __all__ = [
+    "NatureCNNActorCriticPolicy",
+    "NatureCNNDQNPolicy",
+    "NatureCNNQRDQNPolicy",
+    "NatureCNNSACPolicy",
     "TimmActorCriticPolicy",
     "TimmDQNPolicy",
     "TimmMaskableActorCriticPolicy",

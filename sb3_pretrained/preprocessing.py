@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,19 +13,28 @@ from torch import nn
 _INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "area": "area", "random": "bilinear"}
 
 
-def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """``224`` -> ``(224, 224)``; ``[3, 224, 224]`` or ``[224, 224]`` -> ``(224, 224)``; None stays None."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def as_size(size: object) -> tuple[int, int] | None:
+    """``224`` -> ``(224, 224)``; ``[3, 224, 224]`` or ``[224, 224]`` -> ``(224, 224)``; None stays None.
+
+    :raises ValueError: naming the value, for anything else (a float or a string is not silently truncated or split)
+    """
     if size is None:
         return None
-    dims: tuple[int, ...]
-    if isinstance(size, int):
+    dims: tuple[Any, ...] = ()
+    if _is_int(size):
         dims = (size, size)
-    else:
-        dims = tuple(int(s) for s in size)
-        dims = dims[-2:] if len(dims) == 3 else dims
-    if len(dims) != 2 or min(dims) < 1:
-        raise ValueError(f"input_size must be an int or [height, width] (or [channels, height, width]), got {size!r}.")
-    return dims[0], dims[1]
+    elif isinstance(size, Sequence) and not isinstance(size, str):
+        dims = tuple(size)[-2:] if len(size) == 3 else tuple(size)
+    if len(dims) != 2 or not all(_is_int(d) and d >= 1 for d in dims):
+        raise ValueError(
+            f"input_size must be an int or [height, width] of ints >= 1 (or 'native': the observation's own size), "
+            f"got {size!r} ({type(size).__name__})."
+        )
+    return int(dims[0]), int(dims[1])
 
 
 class BackbonePreprocess(nn.Module):

@@ -15,14 +15,15 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from sb3_pretrained.atomic import write_atomic
-from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluations
+from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluations, read_shifts
 
 #: Bootstrap resamples for the final scores (rliable's default) and for each point of the curves.
 REPS = 50_000
@@ -47,6 +48,7 @@ class Trial:
     status: str  # "finished", "error", "running" (interrupted) or "new"
     error: str | None
     evaluations: list[dict[str, float]]
+    shifts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -72,7 +74,7 @@ def read_trials(folders: Sequence[str | Path]) -> list[Trial]:
             spec = data["spec"]
             trial = Trial(
                 path.parent, spec["algo"], spec["env_id"], spec["variant"], spec["seed"], data["status"], data.get("error"),
-                read_evaluations(path.parent),
+                read_evaluations(path.parent), read_shifts(path.parent),
             )  # fmt: skip
             key = (*trial.group, trial.seed)
             if key in trials:
@@ -172,11 +174,51 @@ def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> 
         last = t.evaluations[-1] if t.evaluations else None
         numbers = f"{int(last['env_step'])} | {last['eval_return_mean']:.4g} | {last['wall_clock_s']:.1f}" if last else "| |"
         lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} |")
+    lines += _generalization(trials)
     errors = [t for t in trials if t.status == "error"]
     if errors:
         lines += ["", "## Failed trials", ""]
         lines += [f"- `{t.folder}`: {t.error}" for t in errors]
     return "\n".join(lines) + "\n"
+
+
+def _generalization(trials: Sequence[Trial]) -> list[str]:
+    """Per variant and held-out shift: the final agents' return under the shift, and its ratio to their own final
+    in-distribution return (IQM and mean over runs with 95% CIs; the ratio is the mean shifted return over the mean
+    unshifted one, bootstrapped over runs)."""
+    shifted = [t for t in trials if t.status == "finished" and t.shifts]
+    if not shifted:
+        return []
+    lines = [
+        "", "## Generalization: the final agents under held-out visual shifts", "",
+        "Each run's final agent, evaluated with the same episodes count and seeds under a shift it never saw "
+        "(`shifts.csv` in its folder). Ratio: mean return under the shift / mean final return without it.", "",
+        "| algo | env | variant | shift | runs | return IQM [95% CI] | return mean [95% CI] | ratio to unshifted [95% CI] |",
+        "|---|---|---|---|---:|---|---|---|",
+    ]  # fmt: skip
+    for (algo, env_id, variant), group in _groups(shifted).items():
+        for name in dict.fromkeys(row["shift"] for t in group for row in t.shifts):
+            runs = [(t.final["eval_return_mean"], row["eval_return_mean"]) for t in group for row in t.shifts
+                    if row["shift"] == name]  # fmt: skip
+            base, under = np.array([[b] for b, _ in runs]), np.array([[u] for _, u in runs])
+            point, low, high = bootstrap_ci(under, iqm)
+            mean, mean_low, mean_high = bootstrap_ci(under, np.mean)
+            ratio, ratio_low, ratio_high = _ratio_ci(under[:, 0], base[:, 0])
+            lines.append(
+                f"| {algo} | {env_id} | {variant} | `{name}` | {len(runs)} | {point:.4g} [{low:.4g}, {high:.4g}] | "
+                f"{mean:.4g} [{mean_low:.4g}, {mean_high:.4g}] | {ratio:.3g} [{ratio_low:.3g}, {ratio_high:.3g}] |"
+            )
+    return lines
+
+
+def _ratio_ci(under: np.ndarray, base: np.ndarray, reps: int = REPS, seed: int = 0) -> tuple[float, float, float]:
+    """mean(under) / mean(base) over runs, with a 95% percentile bootstrap CI resampling runs (pairs kept)."""
+    index = np.random.default_rng(seed).integers(0, len(base), size=(reps, len(base)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        samples = under[index].mean(axis=1) / base[index].mean(axis=1)
+        point = float(under.mean() / base.mean()) if base.mean() != 0 else float("nan")
+    low, high = np.nanpercentile(samples, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return point, float(low), float(high)
 
 
 def plot_curves(trials: Sequence[Trial], path: str | Path) -> None:

@@ -21,25 +21,29 @@ Each item, the version it was checked against, and the test that fails if a rele
    re-initialize a pretrained backbone. :class:`KeepsEncoderOnApply` skips the encoder. Checked: SB3 2.9.2
    (``ActorCriticPolicy._build``). Test: ``tests/test_extractors.py::test_ortho_init_leaves_backbone_untouched``.
 
-5. **``BaseAlgorithm.load`` restores the saved attributes (``model.__dict__.update(data)``), rebuilds the policy, then
+5. **A policy keeps ``normalize_images`` to itself** (its ``preprocess_obs`` scales uint8 images by 1/255 only when
+   it is True) **and sets it in ``BaseModel.__init__`` before building any extractor.** :func:`policy_normalizes_images`
+   reads it from the policy under construction, so the extractor refuses uint8 pixels that would reach the backbone
+   unscaled. Checked: SB3 2.9.2 (``BaseModel.__init__``, ``ActorCriticPolicy``, DQN and SAC policies). Test:
+   ``tests/test_extractors.py::test_normalize_images_false_on_uint8_pixels_is_refused``.
+6. **``BaseAlgorithm.load`` restores the saved attributes (``model.__dict__.update(data)``), rebuilds the policy, then
    loads the optimizers' state through ``BaseAlgorithm.set_parameters``.** :func:`model_setting_parameters` finds
    that model on the call stack, so a grouped optimizer's ``load_state_dict`` can give the model back its saved
    fine-tuning state (stages that train). Checked: SB3 2.9.2. Test:
    ``tests/test_callbacks.py::test_load_without_callbacks_keeps_trained_stages_and_drops_the_warmup_factor``.
-
-6. **Where SB3 writes a save**: ``BaseAlgorithm.save(path)`` and ``save_replay_buffer(path)`` open ``path`` with
+7. **Where SB3 writes a save**: ``BaseAlgorithm.save(path)`` and ``save_replay_buffer(path)`` open ``path`` with
    ``.zip`` / ``.pkl`` appended when it has no suffix (``save_util.open_path``) and accept an open file instead;
    ``VecNormalize.save(path)`` opens ``path`` as given. :func:`atomic_saves` makes all three write through
    :func:`sb3_pretrained.atomic.atomic_path`, only inside its ``with`` block. rl_zoo3 saves the final model, the
    checkpoints (SB3's ``CheckpointCallback``), the best model (``EvalCallback``) and VecNormalize statistics
    (``SaveVecNormalizeCallback``) through these three. Checked: SB3 2.9.2, rl_zoo3 2.9.2. Test:
    ``tests/test_atomic.py``.
-7. **rl_zoo3's ``train()`` builds one ``ExperimentManager`` and calls its ``setup_experiment()``**, whose
+8. **rl_zoo3's ``train()`` builds one ``ExperimentManager`` and calls its ``setup_experiment()``**, whose
    ``save_path`` is the run folder it trains into. :func:`recording_experiments` records the managers set up inside
    its ``with`` block, so ``sb3-pretrained train`` names the run it trained, not the newest folder. Checked: rl_zoo3
    2.9.2. Test: ``tests/test_cli.py::test_summary_names_the_run_this_process_trained``.
 
-Items 6 and 7 replace library methods only inside a ``with`` block and put them back on exit. No other module of
+Items 7 and 8 replace library methods only inside a ``with`` block and put them back on exit. No other module of
 this package walks the call stack or patches SB3.
 """
 
@@ -84,7 +88,7 @@ def rebuilding_saved_model() -> bool:
 
 
 def model_setting_parameters() -> BaseAlgorithm | None:
-    """The SB3 model whose ``set_parameters`` (called by ``load``, item 5) is loading the caller's state, if any."""
+    """The SB3 model whose ``set_parameters`` (called by ``load``, item 6) is loading the caller's state, if any."""
     frame = next((frame for frame in _callers() if frame.f_code is _SET_PARAMETERS), None)
     return frame.f_locals.get("self") if frame is not None else None
 
@@ -93,6 +97,12 @@ def policy_under_construction() -> BaseModel | None:
     """The SB3 policy whose construction is building the caller, if any (found on the call stack)."""
     owners = (frame.f_locals.get("self") for frame in _callers())
     return next((owner for owner in owners if isinstance(owner, BaseModel)), None)
+
+
+def policy_normalizes_images() -> bool | None:
+    """The ``normalize_images`` of the SB3 policy under construction around the caller (item 5); None outside one."""
+    policy = policy_under_construction()
+    return None if policy is None else getattr(policy, "normalize_images", None)
 
 
 def shared_feature_cache(config: dict[str, Any], capacity: int) -> FeatureCache:
@@ -188,7 +198,7 @@ def _writes_atomically(suffix: str | None) -> Callable[[Callable], Callable]:
 @contextlib.contextmanager
 def atomic_saves() -> Iterator[None]:
     """Inside the block, SB3 models, replay buffers and VecNormalize statistics saved to a path are written to a
-    temporary file and renamed into place (item 6): a save that is killed leaves the previous file, or none, never
+    temporary file and renamed into place (item 7): a save that is killed leaves the previous file, or none, never
     a half-written one under the final name."""
     with (
         _replaced(BaseAlgorithm, "save", _writes_atomically("zip")),
@@ -201,7 +211,7 @@ def atomic_saves() -> Iterator[None]:
 @contextlib.contextmanager
 def recording_experiments() -> Iterator[list[Any]]:
     """Inside the block, every rl_zoo3 ``ExperimentManager`` whose ``setup_experiment()`` runs is appended to the
-    list this yields (item 7); its ``save_path`` is its run folder."""
+    list this yields (item 8); its ``save_path`` is its run folder."""
     from rl_zoo3.exp_manager import ExperimentManager
 
     managers: list[Any] = []

@@ -1,13 +1,16 @@
 """The ``scratch`` variant: a pretrained-backbone zoo config turned into SB3's own NatureCNN.
 
 A fair from-scratch baseline differs from the pretrained run in the encoder only: same env wrappers, frame stack,
-observation size and colour, same hyperparameters. It is therefore derived from the in-policy config
-(``zoo_configs/<algo>.yml``, or your own) when a run starts, never written by hand:
+observation size and colour, same hyperparameters, same training-batch augmentation. It is therefore derived from the
+in-policy config (``zoo_configs/<algo>.yml``, or your own) when a run starts, never written by hand:
 
 - ``policy_kwargs``: ``features_extractor_class``, ``features_extractor_kwargs`` and every other keyword whose value
-  refers to ``sb3_pretrained`` are dropped (SB3's ``CnnPolicy`` then builds its ``NatureCNN``); the rest stays;
-- ``policy``: an ``sb3_pretrained`` policy class becomes the SB3 policy alias it derives from (``CnnPolicy``,
-  ``MultiInputPolicy``, ...; ``MlpPolicy`` becomes ``CnnPolicy``, whose extractor is the NatureCNN);
+  refers to ``sb3_pretrained`` are dropped (the policy then builds SB3's ``NatureCNN``); the rest stays;
+- ``policy``: the SB3 policy alias the config's policy derives from (``sb3_pretrained.policies.TimmActorCriticPolicy``
+  -> ``CnnPolicy``, ``TimmMultiInputActorCriticPolicy`` -> ``MultiInputPolicy``; ``MlpPolicy`` -> ``CnnPolicy``,
+  whose extractor is the NatureCNN);
+- augmentation: when the backbone's ``features_extractor_kwargs`` have ``augment``, the policy is the matching
+  ``sb3_pretrained.policies.NatureCNN*Policy`` with the same ``augment``;
 - ``callback``: ``sb3_pretrained`` callbacks (backbone logging, unfreezing, warmup) are dropped;
 - an entry whose policy sees backbone embeddings (``FrozenBackboneEmbedding``) cannot be derived from: it is an error.
 
@@ -35,36 +38,82 @@ def _refers_to_package(value: Any) -> bool:
     return PACKAGE in (ast.unparse(value) if isinstance(value, ast.AST) else repr(value))
 
 
-def _scratch_policy_kwargs(value: Any, where: str) -> Any:
-    """``policy_kwargs`` without the backbone: a string stays a string (rl_zoo3 evaluates it), None when empty."""
-    if isinstance(value, dict):
-        kept = {k: v for k, v in value.items() if k not in EXTRACTOR_KEYS and not _refers_to_package(v)}
-        return kept or None
+def _pairs(value: str, where: str) -> list[tuple[str, ast.expr]]:
+    """(keyword, expression) of a ``policy_kwargs`` string: ``dict(key=value, ...)`` or ``{'key': value, ...}``."""
     tree = ast.parse(value.strip(), mode="eval").body
+    pairs: list[tuple[Any, ast.expr]]
     if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "dict" and not tree.args:
         pairs = [(kw.arg, kw.value) for kw in tree.keywords]
     elif isinstance(tree, ast.Dict):
         pairs = [(k.value if isinstance(k, ast.Constant) else None, v) for k, v in zip(tree.keys, tree.values, strict=True)]
     else:
         pairs = [(None, tree)]
-    if any(key is None for key, _ in pairs):
+    if any(not isinstance(key, str) for key, _ in pairs):
         raise ConfigError(f"{where}: cannot derive a scratch config from policy_kwargs {value!r}: write dict(key=value, ...).")
-    kept = [ast.keyword(key, v) for key, v in pairs if key not in EXTRACTOR_KEYS and not _refers_to_package(v)]
-    return ast.unparse(ast.Call(ast.Name("dict"), [], kept)) if kept else None
+    return [(str(key), node) for key, node in pairs]
 
 
-def _scratch_policy(policy: str, algo: str, where: str) -> str:
-    """The SB3 alias an ``sb3_pretrained`` policy class derives from (``MlpPolicy`` -> ``CnnPolicy``)."""
+def _augment(value: Any, where: str) -> Any:
+    """The ``augment`` option of the backbone's ``features_extractor_kwargs``, or None."""
+    if isinstance(value, dict):
+        kwargs = value.get("features_extractor_kwargs")
+        return kwargs.get("augment") if isinstance(kwargs, dict) else None
+    for key, node in _pairs(value, where):
+        if key == "features_extractor_kwargs" and isinstance(node, (ast.Call, ast.Dict)):
+            for name, option in _pairs(ast.unparse(node), where):
+                if name == "augment":
+                    try:
+                        return _literal(option)
+                    except ValueError as err:
+                        raise ConfigError(f"{where}: write 'augment' in policy_kwargs as plain data: {value!r}") from err
+    return None
+
+
+def _literal(node: ast.expr) -> Any:
+    """``ast.literal_eval`` that also reads ``dict(key=value, ...)``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    return ast.literal_eval(node)
+
+
+def _scratch_policy_kwargs(value: Any, augment: Any, where: str) -> Any:
+    """``policy_kwargs`` without the backbone (plus ``augment`` when given), in the source's form; None when empty."""
+    extractor = {"features_extractor_kwargs": {"augment": augment}} if augment is not None else {}
+    if isinstance(value, dict):
+        kept = {k: v for k, v in value.items() if k not in EXTRACTOR_KEYS and not _refers_to_package(v)}
+        return {**extractor, **kept} or None
+    pairs = [(k, ast.parse(repr(v), mode="eval").body) for k, v in extractor.items()]
+    pairs += [(k, v) for k, v in _pairs(value, where) if k not in EXTRACTOR_KEYS and not _refers_to_package(v)]
+    return ast.unparse(ast.Call(ast.Name("dict"), [], [ast.keyword(k, v) for k, v in pairs])) if pairs else None
+
+
+def _scratch_policy(policy: str, algo: str, augmented: bool, where: str) -> str:
+    """The SB3 alias ``policy`` derives from (``MlpPolicy`` -> ``CnnPolicy``), or with augmentation the
+    ``sb3_pretrained.policies.NatureCNN*Policy`` built on that alias's class."""
     from rl_zoo3.utils import ALGOS
 
-    module_name, _, name = policy.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    aliases = {policy_class: alias for alias, policy_class in getattr(ALGOS[algo], "policy_aliases", {}).items()}
-    for base in cls.__mro__:
-        if base in aliases:
-            return "CnnPolicy" if aliases[base] == "MlpPolicy" else aliases[base]
-    policies = ", ".join(aliases.values())
-    raise ConfigError(f"{where}: policy '{policy}' derives from none of {algo.upper()}'s policies: {policies}.")
+    from sb3_pretrained import policies
+
+    classes = getattr(ALGOS[algo], "policy_aliases", {})
+    if "." in policy:
+        module_name, _, name = policy.rpartition(".")
+        mro = getattr(importlib.import_module(module_name), name).__mro__
+        alias = next((a for cls in mro for a, c in classes.items() if c is cls), None)
+        if alias is None:
+            aliases = ", ".join(classes)
+            raise ConfigError(f"{where}: policy '{policy}' derives from none of {algo.upper()}'s policies: {aliases}.")
+    else:
+        alias = policy
+    alias = "CnnPolicy" if alias == "MlpPolicy" else alias
+    if not augmented:
+        return alias
+    for name in policies.__all__:
+        if name.startswith("NatureCNN") and getattr(policies, name).__mro__[1] is classes.get(alias):
+            return f"{policies.__name__}.{name}"
+    raise ConfigError(
+        f"{where}: sb3_pretrained.policies has no NatureCNN policy with augmentation for {algo.upper()}'s {alias}; "
+        "remove 'augment' or derive the baseline by hand."
+    )
 
 
 def scratch_entry(hyperparams: dict[str, Any], algo: str, where: str) -> dict[str, Any]:
@@ -81,12 +130,13 @@ def scratch_entry(hyperparams: dict[str, Any], algo: str, where: str) -> dict[st
             f"derived from an in-policy config such as zoo_configs/{algo}.yml."
         )
     entry = dict(hyperparams)
+    augment = _augment(entry.get("policy_kwargs", {}), where)
+    if isinstance(entry.get("policy"), str):
+        entry["policy"] = _scratch_policy(entry["policy"], algo, augment is not None, where)
     if "policy_kwargs" in entry:
-        kwargs = _scratch_policy_kwargs(entry.pop("policy_kwargs"), where)
+        kwargs = _scratch_policy_kwargs(entry.pop("policy_kwargs"), augment, where)
         if kwargs is not None:
             entry["policy_kwargs"] = kwargs
-    if isinstance(entry.get("policy"), str) and entry["policy"].startswith(PACKAGE + "."):
-        entry["policy"] = _scratch_policy(entry["policy"], algo, where)
     if "callback" in entry:
         callbacks = entry.pop("callback")
         kept = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks]) if not _refers_to_package(c)]

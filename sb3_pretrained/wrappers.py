@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from PIL import Image
-from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
@@ -32,7 +31,9 @@ from sb3_pretrained.quantization import EmbeddingQuantizer, check_feature_range
 
 EMBEDDING_DTYPES = ("float32", "float16", "uint8")
 #: Encoder options the fast path passes through (its frames and fusion are its own arguments).
-WRAPPER_ENCODER_OPTIONS = ("pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "model_kwargs")
+WRAPPER_ENCODER_OPTIONS = (
+    "pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "model_kwargs", "feature_index",
+)
 _PIL_RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -41,8 +42,9 @@ _PIL_RESAMPLE = {
 }
 
 
-def _image_layout(space: spaces.Space, where: str) -> str:
-    """``"hw"``, ``"hwc"`` or ``"chw"`` for an image Box; raises for anything else."""
+def _image_layout(space: spaces.Space, where: str, channel_counts: Sequence[int] = (1, 3, 4), hint: str = "") -> str:
+    """``"hw"``, ``"hwc"`` or ``"chw"`` for an image Box whose channel axis (last or first) holds one of
+    ``channel_counts`` channels; raises for anything else, adding ``hint`` to a channel count that fits neither end."""
     if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
         raise ValueError(
             f"{where}: expected an image Box of shape (H, W), (H, W, C) or (C, H, W); got {space}. "
@@ -55,13 +57,13 @@ def _image_layout(space: spaces.Space, where: str) -> str:
         )
     if len(space.shape) == 2:
         return "hw"
-    if space.shape[-1] in (1, 3, 4):
+    if space.shape[-1] in channel_counts:
         return "hwc"
-    if space.shape[0] in (1, 3, 4):
+    if space.shape[0] in channel_counts:
         return "chw"
-    raise ValueError(
-        f"{where}: shape {space.shape} has no channel axis of 1 (grayscale), 3 (RGB) or 4 (RGBA) channels at either end."
-    )
+    *rest, final = channel_counts
+    counts = f"{', '.join(map(str, rest))} or {final}" if rest else str(final)
+    raise ValueError(f"{where}: shape {space.shape} has no channel axis of {counts} channels at either end.{hint}")
 
 
 class BackboneImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -176,7 +178,9 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
     A saved agent reproduces its actions when this wrapper is built again with the same arguments (the backbone
     is not part of the saved model: keep ``pretrained`` pointing at the same weights).
 
-    :param venv: VecEnv with (H, W, C) or (C, H, W) uint8 image observations (grayscale or RGB)
+    :param venv: VecEnv with (H, W, C) or (C, H, W) uint8 image observations (grayscale or RGB); with
+        ``frame_mode="channel"``, stacks of ``frame_stack`` such frames (``VecFrameStack``: C is ``frame_stack`` or
+        ``3 * frame_stack``)
     :param model_name: timm model name
     :param frame_stack: embeddings of the last ``frame_stack`` observations are fused (the episode's first
         observation fills the history at reset)
@@ -196,7 +200,9 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         (``[0, 6]`` for EfficientNet-Lite and MobileNetV2, which end in ReLU6); other backbones need it given.
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     :param encoder_options: options of :class:`~sb3_pretrained.encoder.BackboneEncoder`: ``pretrained``,
-        ``input_size``, ``interpolation``, ``mean``, ``std``, ``channels_last``, ``amp``, ``model_kwargs``
+        ``input_size``, ``interpolation``, ``mean``, ``std``, ``channels_last``, ``amp``, ``model_kwargs``,
+        ``feature_index`` (the stored embedding is then the flattened feature map: ``encoder.num_features`` values,
+        C x H x W of ``encoder.feature_shape``, per frame; give ``feature_range`` for ``dtype="uint8"``)
     """
 
     def __init__(
@@ -212,18 +218,24 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         **encoder_options: Any,
     ) -> None:
         space = venv.observation_space
-        layout = _image_layout(space, "FrozenBackboneEmbedding")
+        check_frame_options(frame_stack, frame_mode, fusion)
+        stacked_images = frame_mode == "channel"  # the env stacks images (VecFrameStack); one embedding per stack
+        layout = _image_layout(
+            space,
+            "FrozenBackboneEmbedding",
+            (frame_stack, 3 * frame_stack) if stacked_images else (1, 3, 4),
+            hint=" A stack of k grayscale or RGB frames has k or 3k channels: pass frame_stack=k"
+            + ("." if stacked_images else " with frame_mode='channel'."),
+        )
         assert isinstance(space, spaces.Box)  # _image_layout raised otherwise
         if space.dtype != np.uint8:
             raise ValueError(
                 f"FrozenBackboneEmbedding takes uint8 images; got {space.dtype}. Wrap each env with BackboneImage."
             )
-        check_frame_options(frame_stack, frame_mode, fusion)
         check_encoder_options(encoder_options, "FrozenBackboneEmbedding", WRAPPER_ENCODER_OPTIONS)
-        self.channels_first = layout == "chw" and is_image_space_channels_first(space)
+        self.channels_first = layout == "chw"
         height, width, channels = (space.shape[1], space.shape[2], space.shape[0]) if self.channels_first else (
             *space.shape[:2], space.shape[2] if layout == "hwc" else 1)
-        stacked_images = frame_mode == "channel"  # the env stacks images; one embedding per stack
         if not stacked_images and channels not in (1, 3):
             raise ValueError(
                 f"FrozenBackboneEmbedding embeds single frames of 1 or 3 channels; got {channels} (shape {space.shape}). "

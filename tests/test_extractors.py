@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, DQN, PPO, SAC
 
 from sb3_pretrained import TimmExtractor, weights
 from sb3_pretrained import encoder as encoder_module
@@ -212,3 +213,63 @@ def test_grad_checkpointing_gives_the_same_gradients():
     for (name, a), b in zip(plain.backbone.named_parameters(), checkpointed.backbone.parameters(), strict=False):
         assert a.grad is not None, name
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(frozen="false"), r"frozen must be True or False, got 'false' \(str\)"),
+        (dict(train_bn="yes"), r"train_bn must be True or False, got 'yes' \(str\)"),
+        (dict(normalized_image=1), r"normalized_image must be True or False, got 1 \(int\)"),
+        (dict(grad_checkpointing=None), r"grad_checkpointing must be True or False, got None"),
+        (dict(features_dim=256.0), r"features_dim must be a positive int or None.*got 256.0 \(float\)"),
+        (dict(features_dim="256"), r"features_dim must be a positive int or None.*got '256' \(str\)"),
+        (dict(backbone_lr_scale="1e-1"), r"backbone_lr_scale must be in \(0, 1\] \(a number.*got '1e-1' \(str\).*write 0.1"),
+        (dict(backbone_lr_scale=None), r"backbone_lr_scale must be in \(0, 1\] \(a number.*got None"),
+        (dict(layer_decay=float("nan")), r"layer_decay must be in \(0, 1\] \(a number.*got nan \(float\)"),
+        (dict(layer_decay=True), r"layer_decay must be in \(0, 1\] \(a number.*got True \(bool\)"),
+        (dict(feature_cache=1.5), r"feature_cache must be a number of rows >= 0.*got 1.5"),
+        (dict(feature_cache="32768"), r"feature_cache must be a number of rows >= 0.*got '32768'"),
+    ],
+)
+def test_extractor_options_of_the_wrong_type_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TimmExtractor(_space((3, 32, 32)), TINY_MODEL, pretrained=False, **kwargs)
+
+
+class _FloatImages(gym.ObservationWrapper):
+    """Channel-first float images in [0, 1] (SB3 neither transposes nor scales them)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        height, width, channels = env.observation_space.shape
+        self.observation_space = spaces.Box(0.0, 1.0, (channels, height, width), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.transpose(observation, (2, 0, 1)).astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("algo", [PPO, DQN, SAC])
+def test_normalize_images_false_on_uint8_pixels_is_refused(algo):
+    """The policy's normalize_images reaches the extractor through the policy under construction (sb3_internals
+    item 5): a change in SB3's build order would let 0-255 pixels through again."""
+    env = image_env(discrete=algo is not SAC)
+    extra = dict(buffer_size=10) if algo is not PPO else {}
+    policy_kwargs = dict(normalize_images=False, features_extractor_class=TimmExtractor,
+                         features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, input_size=32))
+    with pytest.raises(ValueError, match="the policy has normalize_images=False, so this uint8 observation would reach "
+                                         "the backbone as 0-255 pixel values.*drop normalize_images=False"):
+        algo("CnnPolicy", env, device="cpu", policy_kwargs=policy_kwargs, **extra)
+    # Float images already in [0, 1] are what normalize_images=False is for.
+    model = algo("CnnPolicy", _FloatImages(env), device="cpu", **extra, policy_kwargs=dict(
+        policy_kwargs, features_extractor_kwargs=dict(policy_kwargs["features_extractor_kwargs"], normalized_image=True)))
+    assert any(isinstance(module, TimmExtractor) for module in model.policy.modules())
+
+
+def test_normalized_image_with_bounds_beyond_one_is_refused():
+    with pytest.raises(ValueError, match=r"normalized_image=True says the observation is a float image in \[0, 1\], but "
+                                         r"its space's bounds are \[0.0, 255.0\]: values up to 255.0 would reach"):
+        TimmExtractor(spaces.Box(0.0, 255.0, (3, 32, 32), np.float32), TINY_MODEL, pretrained=False, normalized_image=True)
+    with pytest.raises(ValueError, match=r"bounds are \[-inf, inf\]"):
+        TimmExtractor(spaces.Box(-np.inf, np.inf, (3, 32, 32), np.float32), TINY_MODEL, pretrained=False,
+                      normalized_image=True)

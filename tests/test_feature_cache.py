@@ -238,13 +238,16 @@ def test_loaded_copies_with_different_weights_never_share_features(tiny_weights,
         torch.testing.assert_close(target.forward_backbone(obs), target.encoder.embed(obs), rtol=0, atol=0)
 
 
-def test_in_place_weight_edits_are_seen(tiny_weights):
+@pytest.mark.parametrize("edit", ["in_place", "load_state_dict", "both"])
+def test_in_place_weight_edits_are_seen(edit, tiny_weights):
     extractor = _ppo(32768).policy.features_extractor
     obs = torch.rand(3, 3, 32, 32)
     before = extractor.forward_backbone(obs)
     with torch.no_grad():
-        next(extractor.backbone.parameters()).add_(0.5)
-        extractor.backbone.load_state_dict({k: v * 1.01 for k, v in extractor.backbone.state_dict().items()})
+        if edit != "load_state_dict":
+            next(extractor.backbone.parameters()).add_(0.5)
+        if edit != "in_place":
+            extractor.backbone.load_state_dict({k: v * 1.01 for k, v in extractor.backbone.state_dict().items()})
     after = extractor.forward_backbone(obs)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, extractor.encoder.embed(obs), rtol=0, atol=0)

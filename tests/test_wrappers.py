@@ -16,7 +16,7 @@ from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from sb3_pretrained import TimmExtractor, TimmMultiInputExtractor, weights
 from sb3_pretrained.wrappers import BackboneImage, FrozenBackboneEmbedding
@@ -316,6 +316,51 @@ def test_fast_path_channel_mode_embeds_a_stack_at_once(tmp_path):
     model = DQN("MlpPolicy", env, **OFF_FAST, device="cpu", seed=0)
     model.learn(48)
     assert model.replay_buffer.observations.shape[-1] == env.embedding_dim
+
+
+def _stacked_minigrid(grayscale: bool, channels_first: bool) -> VecFrameStack:
+    """2 MiniGrid RGB (or grayscale) views, 4 frames stacked by VecFrameStack on the channel axis, last or first."""
+
+    def view(env: gym.Env) -> gym.Env:
+        rgb = minigrid_rgb(env)
+        return gym.wrappers.GrayscaleObservation(rgb, keep_dim=True) if grayscale else rgb
+
+    venv = make_vec_env("MiniGrid-Empty-5x5-v0", n_envs=2, seed=0, wrapper_class=view)
+    return VecFrameStack(VecTransposeImage(venv) if channels_first else venv, n_stack=4)
+
+
+@needs_minigrid
+@pytest.mark.parametrize("grayscale", [False, True], ids=["rgb", "gray"])
+def test_fast_path_channel_mode_embeds_stacks_of_rgb_or_grayscale_frames_in_either_layout(grayscale, tiny_weights):
+    options = dict(model_name=TINY_MODEL, pretrained=str(tiny_weights), frame_stack=4, frame_mode="channel",
+                   input_size="native", amp=False)
+    channels = 4 if grayscale else 12
+    wrappers = {first: FrozenBackboneEmbedding(_stacked_minigrid(grayscale, first), **options) for first in (False, True)}
+    assert wrappers[False].venv.observation_space.shape == (56, 56, channels)
+    assert wrappers[True].venv.observation_space.shape == (channels, 56, 56)
+    for wrapper in wrappers.values():
+        assert wrapper.encoder.backbone.conv_stem.in_channels == channels
+        assert wrapper.observation_space.shape == (wrapper.embedding_dim,)
+    # The same frames give the same embedding whichever end the channels are on.
+    steps = [(wrappers[False].reset(), wrappers[True].reset())]
+    for actions in ([2, 2], [1, 2], [2, 0]):
+        steps.append((wrappers[False].step(np.array(actions))[0], wrappers[True].step(np.array(actions))[0]))
+    for last, first in steps:
+        np.testing.assert_allclose(last, first, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(steps[0][0], steps[-1][0])  # the stack moves with the env
+    model = DQN("MlpPolicy", wrappers[False], **OFF_FAST, device="cpu", seed=0)
+    model.learn(32)
+
+
+def test_fast_path_per_frame_mode_on_a_stack_points_to_channel_mode():
+    venv = DummyVecEnv([lambda: gym.make("CartPole-v1")])
+    venv.observation_space = spaces.Box(0, 255, (56, 56, 12), np.uint8)
+    with pytest.raises(ValueError, match=r"shape \(56, 56, 12\) has no channel axis of 1, 3 or 4 channels at either end. "
+                                         "A stack of k grayscale or RGB frames has k or 3k channels: pass frame_stack=k "
+                                         "with frame_mode='channel'."):
+        FrozenBackboneEmbedding(venv, **TINY)
+    with pytest.raises(ValueError, match=r"shape \(56, 56, 12\) has no channel axis of 3 or 9 channels"):
+        FrozenBackboneEmbedding(venv, **TINY, frame_mode="channel", frame_stack=3)
 
 
 @needs_minigrid

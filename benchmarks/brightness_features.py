@@ -1,0 +1,77 @@
+"""Why a frozen ImageNet backbone's agent fails on darker frames: how far a brightness change moves its features,
+compared with how far the agent's own moves (a different state) move them.
+
+MiniGrid-Empty-5x5-v0's 56x56 RGB view, as the main job feeds it (frozen efficientnet_lite0, input_size="native",
+ImageNet mean/std). For 200 observations of a random walk, and the same frames at brightness 0.6 (40% darker):
+
+- ``shift / state``: mean ||f(dark x) - f(x)|| over the mean ||f(x_i) - f(x_j)|| between different observations;
+- ``cosine``: mean cosine similarity of f(x) and f(dark x);
+- the same for the preprocessed input itself (what the backbone receives) and for SB3's NatureCNN at init.
+
+    python benchmarks/brightness_features.py > docs/learning/brightness_features.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the envs)
+import numpy as np
+import torch
+from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
+from stable_baselines3.common.torch_layers import NatureCNN
+
+from sb3_pretrained import BackboneEncoder
+from sb3_pretrained.shifts import shift_pixels
+
+FACTOR = 0.6
+
+
+def observations(count: int = 200) -> np.ndarray:
+    env = ImgObsWrapper(RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"), tile_size=8))
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    frames = []
+    while len(frames) < count:
+        frames.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(3)))
+        if terminated or truncated:
+            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+    return np.stack(frames)
+
+
+def compare(name: str, embed, bright: torch.Tensor, dark: torch.Tensor, **extra) -> dict:
+    with torch.no_grad():
+        f, g = embed(bright).flatten(1).double(), embed(dark).flatten(1).double()
+    shift = (g - f).norm(dim=1).mean().item()
+    state = torch.cdist(f, f)[~torch.eye(len(f), dtype=torch.bool)].mean().item()
+    cosine = torch.nn.functional.cosine_similarity(f, g).mean().item()
+    return {"features": name, "brightness": FACTOR, "shift_over_state": round(shift / state, 3),
+            "cosine": round(cosine, 4), **extra}
+
+
+def main() -> None:
+    frames = observations()
+    dark_frames = np.stack([shift_pixels(f, (("brightness", FACTOR),)) for f in frames])
+    bright = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    dark = torch.from_numpy(dark_frames).permute(0, 3, 1, 2).float() / 255
+    encoder = BackboneEncoder((3, 56, 56), "efficientnet_lite0", input_size="native", amp=False).eval()
+    torch.manual_seed(0)
+    cnn = NatureCNN(gym.spaces.Box(0, 255, (3, 56, 56), np.uint8)).eval()
+    rows = [
+        compare("pixels in [0, 1]", lambda x: x, bright, dark),
+        compare("backbone input (ImageNet mean/std)", encoder.preprocess, bright, dark),
+        compare("efficientnet_lite0 pooled (frozen, ImageNet)", encoder, bright, dark),
+        compare("NatureCNN at init", cnn, bright, dark),
+    ]
+    for index in range(len(encoder.backbone.feature_info)):
+        stage = BackboneEncoder((3, 56, 56), "efficientnet_lite0", input_size="native", amp=False, feature_index=index)
+        rows.append(compare(f"efficientnet_lite0 feature map {index}", stage.eval(), bright, dark,
+                            shape=list(stage.feature_shape)))
+    for row in rows:
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Intermediate feature maps (timm's forward_intermediates): frozen, fine-tuned and in the fast path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_pretrained import BackboneEncoder, FrozenBackboneEmbedding, GradualUnfreezing
+from sb3_pretrained.policies import TimmActorCriticPolicy
+from tests.helpers import TINY_MODEL, image_env
+
+
+def test_intermediate_features_are_the_feature_map_of_the_full_model(tiny_weights):
+    encoder = BackboneEncoder((3, 32, 32), TINY_MODEL, pretrained=str(tiny_weights), input_size="native",
+                              feature_index=2, channels_last=False, amp=False)
+    full = timm.create_model(TINY_MODEL, num_classes=0)
+    full.load_state_dict(torch.load(tiny_weights, weights_only=True), strict=False)
+    full.eval()
+    info = full.feature_info[2]
+    assert encoder.feature_shape == (info["num_chs"], 32 // info["reduction"], 32 // info["reduction"])
+    obs = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = full.forward_intermediates(encoder.preprocess(obs), indices=[2], intermediates_only=True)[0]
+        torch.testing.assert_close(encoder(obs), expected.flatten(1), rtol=1e-5, atol=1e-6)
+    # The layers above the feature map are gone: never computed, never trained.
+    assert sum(p.numel() for p in encoder.backbone.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_bad_feature_index_lists_the_levels():
+    with pytest.raises(ValueError, match=r"feature_index must be an int in \[0, \d\].*channels at 1/"):
+        BackboneEncoder((3, 32, 32), TINY_MODEL, pretrained=False, feature_index=9)
+
+
+def test_intermediate_features_train_frozen_and_fine_tuned_and_reload(tmp_path):
+    model = PPO(TimmActorCriticPolicy, image_env(), n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(features_extractor_kwargs=dict(
+                    model_name=TINY_MODEL, pretrained=False, frozen=True, input_size=32, feature_index=2,
+                    frame_stack=1, features_dim=64)))
+    extractor = model.policy.features_extractor
+    assert extractor.head[1].in_channels == extractor.encoder.feature_shape[0]  # the 1x1 conv reads the map
+    model.learn(64, callback=GradualUnfreezing({32: "all"}))
+    assert extractor.trainable_stages == len(extractor.stages)
+    obs = np.stack([model.observation_space.sample() for _ in range(4)])
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "model.zip")
+    after, _ = PPO.load(tmp_path / "model.zip", device="cpu").predict(obs, deterministic=True)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_fast_path_stores_the_feature_map():
+    venv = DummyVecEnv([lambda: image_env()] * 2)
+    wrapper = FrozenBackboneEmbedding(venv, TINY_MODEL, pretrained=False, input_size="native", feature_index=2,
+                                      frame_stack=2, dtype="uint8", feature_range=[-8, 8])
+    channels, height, width = wrapper.encoder.feature_shape
+    assert wrapper.observation_space.shape == (1, 2, channels * height * width)
+    assert wrapper.reset().nbytes == 2 * 2 * channels * height * width  # one byte per value, per frame, per env
+    with pytest.raises(ValueError, match="feature_range"):
+        FrozenBackboneEmbedding(venv, TINY_MODEL, pretrained=False, feature_index=2, dtype="uint8")

@@ -213,12 +213,13 @@ def _generalization(trials: Sequence[Trial]) -> list[str]:
 
 def _ratio_ci(under: np.ndarray, base: np.ndarray, reps: int = REPS, seed: int = 0) -> tuple[float, float, float]:
     """mean(under) / mean(base) over runs, with a 95% percentile bootstrap CI resampling runs (pairs kept)."""
+    if base.mean() == 0:  # no run scored without the shift: there is nothing to keep
+        return float("nan"), float("nan"), float("nan")
     index = np.random.default_rng(seed).integers(0, len(base), size=(reps, len(base)))
     with np.errstate(divide="ignore", invalid="ignore"):
         samples = under[index].mean(axis=1) / base[index].mean(axis=1)
-        point = float(under.mean() / base.mean()) if base.mean() != 0 else float("nan")
     low, high = np.nanpercentile(samples, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return point, float(low), float(high)
+    return float(under.mean() / base.mean()), float(low), float(high)
 
 
 def plot_curves(trials: Sequence[Trial], path: str | Path) -> None:

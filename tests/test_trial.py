@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import yaml
+
 from sb3_pretrained import zoo
 from sb3_pretrained.shifts import VisualShift
 from sb3_pretrained.trial import TrialSpec, read_evaluations, read_shifts, run_trial
@@ -23,3 +25,28 @@ def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
     assert read_evaluations(tmp_path / spec.name)[-1]["eval_return_mean"] == final["eval_return_mean"]
     # The shifted frames are what the agent saw, and only in those evaluations.
     assert set(seen) == {(("brightness", 0.6),), (("contrast", 0.5), ("color", 0.0))}
+
+
+def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):
+    """rl_zoo3 gives its eval envs a config's env_kwargs only when they come from the command line (CarRacing's
+    continuous: false would be lost, and the discrete agent would crash the continuous eval env)."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    seen = []
+    create_envs = ExperimentManager.create_envs
+
+    def recording(self, n_envs, eval_env=False, no_log=False):
+        if eval_env:
+            seen.append(dict(self.eval_env_kwargs))
+        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+
+    monkeypatch.setattr(ExperimentManager, "create_envs", recording)
+    config = tmp_path / "ppo.yml"
+    entry = zoo.load_config(zoo.config_path("ppo", "frozen"))["MiniGrid-Empty-5x5-v0"]
+    config.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": {**entry, "env_kwargs": {"max_steps": 9}}}))
+    spec = TrialSpec(
+        "ppo", "MiniGrid-Empty-5x5-v0", "frozen", 0, str(config), 64, 64, 1, 1, 64,
+        hyperparams=("n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"), shifts=("brightness=0.5",),
+    )  # fmt: skip
+    run_trial(spec, tmp_path / spec.name, report=lambda row: None)
+    assert seen and all(kwargs == {"max_steps": 9} for kwargs in seen)

@@ -43,7 +43,15 @@ Each item, the version it was checked against, and the test that fails if a rele
    its ``with`` block, so ``sb3-pretrained train`` names the run it trained, not the newest folder. Checked: rl_zoo3
    2.9.2. Test: ``tests/test_cli.py::test_summary_names_the_run_this_process_trained``.
 
-Items 7 and 8 replace library methods only inside a ``with`` block and put them back on exit. No other module of
+9. **rl_zoo3 gives its eval envs a config's ``env_kwargs`` only when they come from the command line**
+   (``ExperimentManager.eval_env_kwargs`` is fixed in ``__init__``; ``read_hyperparameters`` updates it only for
+   ``--env-kwargs``), so ``--eval-freq`` on discrete CarRacing (``env_kwargs: {continuous: false}`` in the config)
+   evaluates on a continuous env and crashes. :func:`recording_experiments` also makes ``create_envs(eval_env=True)``
+   use the config's ``env_kwargs`` when none were given for evaluation. Checked: rl_zoo3 2.9.2. Test:
+   ``tests/test_cli.py::test_eval_envs_get_the_configs_env_kwargs``. (Sweep trials set them themselves:
+   ``sb3_pretrained/trial.py``.)
+
+Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
 this package walks the call stack or patches SB3.
 """
 
@@ -211,7 +219,8 @@ def atomic_saves() -> Iterator[None]:
 @contextlib.contextmanager
 def recording_experiments() -> Iterator[list[Any]]:
     """Inside the block, every rl_zoo3 ``ExperimentManager`` whose ``setup_experiment()`` runs is appended to the
-    list this yields (item 8); its ``save_path`` is its run folder."""
+    list this yields (item 8); its ``save_path`` is its run folder. Its eval envs get the config's ``env_kwargs``
+    (item 9)."""
     from rl_zoo3.exp_manager import ExperimentManager
 
     managers: list[Any] = []
@@ -223,7 +232,15 @@ def recording_experiments() -> Iterator[list[Any]]:
 
         return recording_setup
 
-    with _replaced(ExperimentManager, "setup_experiment", make):
+    def make_create_envs(create_envs: Callable) -> Callable:
+        def create_envs_with_config_kwargs(self, n_envs, eval_env=False, no_log=False):
+            if eval_env and self._eval_env_kwargs_args is None:  # item 9
+                self.eval_env_kwargs = self.env_kwargs
+            return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+
+        return create_envs_with_config_kwargs
+
+    with _replaced(ExperimentManager, "setup_experiment", make), _replaced(ExperimentManager, "create_envs", make_create_envs):
         yield managers
 
 

@@ -265,3 +265,25 @@ def test_finetune_resumed_with_i_continues_the_schedule(tmp_path):
     trainable = [e.value for e in resumed.Scalars("finetune/trainable_params")]
     assert trainable == [first.Scalars("finetune/trainable_params")[-1].value] == [3_486_696]  # frozen: 369,672
     assert resumed.Scalars("finetune/lr/policy/head")[0].value == pytest.approx(5e-4)
+
+
+def test_eval_envs_get_the_configs_env_kwargs(monkeypatch, tmp_path):
+    """rl_zoo3 passes a config's env_kwargs to its eval envs only when they come from the command line; with
+    --eval-freq, discrete CarRacing (continuous: false in the config) would be evaluated on a continuous env."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    seen = []
+    create_envs = ExperimentManager.create_envs
+
+    def recording(self, n_envs, eval_env=False, no_log=False):
+        if eval_env:
+            seen.append(dict(self.eval_env_kwargs))
+        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+
+    monkeypatch.setattr(ExperimentManager, "create_envs", recording)
+    conf = tmp_path / "cartpole.yml"
+    conf.write_text(yaml.safe_dump({"CartPole-v1": {**CARTPOLE["CartPole-v1"], "env_kwargs": {"sutton_barto_reward": True}}}))
+    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--conf-file", str(conf), "-f", str(tmp_path / "logs"),
+            "-tb", str(tmp_path / "tb"), "--no-progress", "--eval-freq", "32", "--eval-episodes", "1", "-n", "64"]
+    assert main(args) == 0
+    assert seen and all(kwargs == {"sutton_barto_reward": True} for kwargs in seen)

@@ -3,7 +3,7 @@ fast path and fine-tuning, plus the env-only and backbone-only limits, measured 
 
     python benchmarks/throughput.py                                   # CPU, PPO, CarRacing-v3, 224 px
     python benchmarks/throughput.py --algo dqn --env breakout --size 96
-    python benchmarks/throughput.py --device cuda --n-envs 16 --env breakout
+    python benchmarks/throughput.py --device cuda --n-envs 16 --env breakout --vec-env subproc
 
 Each variant runs in its own subprocess (so peak memory is its own). Results are JSON lines on stdout (and
 appended to ``--out``), with the seconds each variant spent stepping the envs (``env_s``) and in the backbone
@@ -27,14 +27,19 @@ DQN_LEARNING_STARTS = 256  # DQN's steps before this are random actions: no netw
 ENV_IDS = {"carracing": "CarRacing-v3", "breakout": "BreakoutNoFrameskip-v4"}
 
 
-def make_env(env: str, n_envs: int, seed: int = 0):
+def make_env(env: str, n_envs: int, vec_env: str = "dummy", seed: int = 0):
+    """``n_envs`` copies of ``env`` stepped one after the other in this process (``vec_env="dummy"``) or each in its
+    own process (``"subproc"``: the envs step in parallel, at the cost of sending observations between processes)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    vec_env_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
     if env == "breakout":
         import ale_py  # noqa: F401  (registers the ALE envs)
 
-        return make_atari_env(ENV_IDS[env], n_envs=n_envs, seed=seed)  # 84x84x1 grayscale
-    return make_vec_env(ENV_IDS[env], n_envs=n_envs, seed=seed, env_kwargs=dict(continuous=False))  # 96x96x3
+        return make_atari_env(ENV_IDS[env], n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)  # 84x84x1 grayscale
+    return make_vec_env(ENV_IDS[env], n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls,
+                        env_kwargs=dict(continuous=False))  # 96x96x3
 
 
 def naive_extractor_class():
@@ -70,13 +75,13 @@ def naive_extractor_class():
 
 
 def build(variant: str, algo: str, env_name: str, size: int, n_envs: int, device: str, buffer_size: int, n_steps: int,
-          grad_checkpointing: bool = False):
+          grad_checkpointing: bool = False, vec_env: str = "dummy"):
     from stable_baselines3 import DQN, PPO
 
     from sb3_pretrained import TimmExtractor
     from sb3_pretrained.wrappers import FrozenBackboneEmbedding
 
-    env = make_env(env_name, n_envs)
+    env = make_env(env_name, n_envs, vec_env)
     policy, policy_kwargs = "CnnPolicy", {}
     if variant in ("naive", "naive_finetune"):
         policy_kwargs = dict(
@@ -154,7 +159,7 @@ def run_variant(args) -> dict:
     import torch
 
     model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps,
-                  args.grad_checkpointing)
+                  args.grad_checkpointing, args.vec_env)
     if args.warmup_steps:
         model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
     spent = time_spent_in(model, args.device)
@@ -179,7 +184,7 @@ def run_variant(args) -> dict:
 def env_only(args) -> dict:
     import numpy as np
 
-    env = make_env(args.env, args.n_envs)
+    env = make_env(args.env, args.n_envs, args.vec_env)
     env.reset()
     actions = np.array([env.action_space.sample() for _ in range(args.n_envs)])
     steps = max(args.n_envs * 50, args.timesteps // 2)
@@ -187,6 +192,7 @@ def env_only(args) -> dict:
     for _ in range(steps // args.n_envs):
         env.step(actions)
     seconds = time.perf_counter() - start
+    env.close()
     return {"variant": "env_only", "env_steps_per_s": round(steps / seconds, 1)}
 
 
@@ -229,6 +235,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="backbone input size in px")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy",
+                        help="step the envs in this process one by one (dummy) or each in its own process (subproc: "
+                        "faster where stepping the envs is the bottleneck and cores are free)")
     parser.add_argument("--n-steps", type=int, default=128, help="PPO rollout length per env (batch 256, 10 epochs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timesteps", type=int, default=2048, help="timed env steps per variant")
@@ -250,7 +259,8 @@ def main() -> None:
         return
 
     context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs,
-               "n_steps": args.n_steps, "grad_checkpointing": args.grad_checkpointing, "device": args.device,
+               "n_steps": args.n_steps, "vec_env": args.vec_env, "grad_checkpointing": args.grad_checkpointing,
+               "device": args.device,
                "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     lines: list[dict] = []
 

@@ -13,6 +13,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from torch.func import functional_call
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
 from sb3_pretrained.augmentation import build_augmentation
 from sb3_pretrained.backbones import create_backbone
+from sb3_pretrained.cuda_graphs import GraphedForward
 from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
 from sb3_pretrained.quantization import output_range
@@ -221,6 +223,11 @@ class BackboneEncoder(nn.Module):
     :param amp: run the backbone under bfloat16 autocast. None (default): on for CUDA inputs, and for a frozen
         backbone on CPUs that compute bf16 natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16
         keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
+    :param cuda_graphs: while the backbone is frozen (and in eval mode), replay CUDA graphs of preprocessing and
+        backbone for CUDA inputs of up to 256 rows (see :class:`~sb3_pretrained.cuda_graphs.GraphedForward`): one
+        launch instead of one per kernel, for the small batches an RL loop runs. Captured at first use per batch
+        bucket (powers of two; batches are padded up), input shape, ``amp`` and ``channels_last``; re-captured when
+        the weights change. Never on CPU or while the backbone trains. ``False`` always runs eagerly
     :param model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_path_rate``)
     :param feature_index: take the backbone's feature map at this index of timm's ``feature_info`` (0 the stem, 1
         the first stage's output, ...; its ``reduction`` says how much smaller than the input it is) and keep it
@@ -248,6 +255,7 @@ class BackboneEncoder(nn.Module):
         fusion: str = "concat",
         channels_last: bool = True,
         amp: bool | None = None,
+        cuda_graphs: bool = True,
         model_kwargs: dict[str, Any] | None = None,
         feature_index: int | None = None,
         augment: dict[str, Any] | None = None,
@@ -255,7 +263,7 @@ class BackboneEncoder(nn.Module):
     ) -> None:
         super().__init__()
         check_frame_options(frame_stack, frame_mode, fusion)
-        check_flags(("amp",), channels_last=channels_last, amp=amp)
+        check_flags(("amp",), channels_last=channels_last, amp=amp, cuda_graphs=cuda_graphs)
         check_normalization(mean, std)
         if input_size != "native":
             as_size(input_size)  # raises for a malformed size before the backbone is built
@@ -288,7 +296,8 @@ class BackboneEncoder(nn.Module):
         #: Size of the features of one observation: one embedding per frame when frames go one by one.
         self.output_dim = self.num_features * (frame_stack if per_frame else 1)
         self.augment = build_augmentation(augment, self.frame_channels)
-        self.channels_last, self.amp = channels_last, amp
+        self.channels_last, self.amp, self.cuda_graphs = channels_last, amp, cuda_graphs
+        self.graphs = GraphedForward(self.backbone)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.feature_cache = feature_cache
@@ -354,18 +363,26 @@ class BackboneEncoder(nn.Module):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Preprocess and run the backbone on a batch of single backbone inputs: float32 features (pooled, or the
-        flattened feature map at ``feature_index``)."""
+        flattened feature map at ``feature_index``); replayed from CUDA graphs where ``cuda_graphs`` allows."""
         if inputs.device.type == "cpu":
             keep_cpu_buffers_mapped()
-        images = self.preprocess(inputs.float())
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        inputs = inputs.float()
         amp = self.amp
         if amp is None:
-            amp = images.is_cuda or (CPU_NATIVE_BF16 and images.device.type == "cpu" and not self.trains)
+            amp = inputs.is_cuda or (CPU_NATIVE_BF16 and inputs.device.type == "cpu" and not self.trains)
+        if self.cuda_graphs and not self.trains:
+            return self.graphs(partial(self._embed, amp=amp), inputs, variant=(amp, self.channels_last))
+        return self._embed(inputs, amp)
+
+    def _embed(self, inputs: torch.Tensor, amp: bool) -> torch.Tensor:
+        """:meth:`embed` of float32 inputs, eagerly, under bf16 autocast when ``amp``."""
+        images = self.preprocess(inputs)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        # Autocast caches casts of weights that require grad only; CUDA graph capture needs the cache off.
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and self.trains),
-            torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp),
+            torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=self.trains),
         ):
             if self.feature_index is None:
                 return self.backbone(images).float()

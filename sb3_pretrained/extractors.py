@@ -115,8 +115,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         copies' weights differ (see :mod:`sb3_pretrained.feature_cache`)
     :param encoder_options: everything else is an option of :class:`~sb3_pretrained.encoder.BackboneEncoder`:
         ``pretrained``, ``input_size``, ``interpolation``, ``mean``, ``std``, ``frame_stack``, ``frame_mode``,
-        ``fusion``, ``channels_last``, ``amp``, ``model_kwargs``, ``feature_index`` (intermediate feature maps),
-        ``augment`` (augmentation of training batches)
+        ``fusion``, ``channels_last``, ``amp``, ``cuda_graphs``, ``model_kwargs``, ``feature_index`` (intermediate
+        feature maps), ``augment`` (augmentation of training batches)
     """
 
     def __init__(

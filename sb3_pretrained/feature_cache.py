@@ -72,17 +72,18 @@ def weights_key(module: nn.Module) -> bytes:
     return digest.digest()
 
 
-def _state(tensors: list[torch.Tensor]) -> tuple[int, int]:
+def tensors_state(tensors: list[torch.Tensor]) -> tuple[int, tuple[int, ...]]:
     """Version counters and storage addresses of ``tensors``: the first moves with every in-place change
-    (``load_state_dict``, an optimizer step), the second when they move to another device or dtype."""
-    return sum(t._version for t in tensors), sum(t.data_ptr() for t in tensors)
+    (``load_state_dict``, an optimizer step; not an edit through ``.data``), the second when they move to another
+    device or dtype or are replaced by new storage."""
+    return sum(t._version for t in tensors), tuple(t.data_ptr() for t in tensors)
 
 
 @dataclass
 class _Sharer:
     module: weakref.ref
     tensors: list[torch.Tensor]
-    state: tuple[int, int]
+    state: tuple[int, tuple[int, ...]]
     key: bytes
 
 
@@ -130,13 +131,13 @@ class FeatureCache:
         known = self._sharers.get(id(module))
         if known is None or known.module() is not module:
             tensors = [*module.parameters(), *module.buffers()]
-            self._sharers[id(module)] = _Sharer(weakref.ref(module), tensors, (-1, -1), b"")
+            self._sharers[id(module)] = _Sharer(weakref.ref(module), tensors, (-1, ()), b"")
         for key, sharer in list(self._sharers.items()):
             owner = sharer.module()
             if owner is None:
                 del self._sharers[key]
                 continue
-            state = _state(sharer.tensors)
+            state = tensors_state(sharer.tensors)
             if state != sharer.state:
                 sharer.state, sharer.key = state, weights_key(owner)
         fingerprints = {sharer.key for sharer in self._sharers.values()}

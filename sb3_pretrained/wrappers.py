@@ -32,7 +32,8 @@ from sb3_pretrained.quantization import EmbeddingQuantizer, check_feature_range
 EMBEDDING_DTYPES = ("float32", "float16", "uint8")
 #: Encoder options the fast path passes through (its frames and fusion are its own arguments).
 WRAPPER_ENCODER_OPTIONS = (
-    "pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "model_kwargs", "feature_index",
+    "pretrained", "input_size", "interpolation", "mean", "std", "channels_last", "amp", "cuda_graphs", "model_kwargs",
+    "feature_index",
 )
 _PIL_RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -200,7 +201,7 @@ class FrozenBackboneEmbedding(VecEnvWrapper):
         (``[0, 6]`` for EfficientNet-Lite and MobileNetV2, which end in ReLU6); other backbones need it given.
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     :param encoder_options: options of :class:`~sb3_pretrained.encoder.BackboneEncoder`: ``pretrained``,
-        ``input_size``, ``interpolation``, ``mean``, ``std``, ``channels_last``, ``amp``, ``model_kwargs``,
+        ``input_size``, ``interpolation``, ``mean``, ``std``, ``channels_last``, ``amp``, ``cuda_graphs``, ``model_kwargs``,
         ``feature_index`` (the stored embedding is then the flattened feature map: ``encoder.num_features`` values,
         C x H x W of ``encoder.feature_shape``, per frame; give ``feature_range`` for ``dtype="uint8"``)
     """

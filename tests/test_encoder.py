@@ -38,6 +38,7 @@ def _encoder(shape=(3, 32, 32), model_name=TINY_MODEL, **options) -> BackboneEnc
         (dict(channels_last="false"), r"channels_last must be True or False, got 'false' \(str\)"),
         (dict(amp="true"), r"amp must be True, False or None, got 'true' \(str\)"),
         (dict(amp=1), r"amp must be True, False or None, got 1 \(int\)"),
+        (dict(cuda_graphs=None), r"cuda_graphs must be True or False, got None \(NoneType\)"),
         (dict(model_kwargs="drop_path_rate=0.1"), r"model_kwargs must be a dict.*got 'drop_path_rate=0.1'"),
     ],
 )

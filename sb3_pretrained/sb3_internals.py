@@ -48,8 +48,8 @@ Each item, the version it was checked against, and the test that fails if a rele
    ``--env-kwargs``), so ``--eval-freq`` on discrete CarRacing (``env_kwargs: {continuous: false}`` in the config)
    evaluates on a continuous env and crashes. :func:`recording_experiments` also makes ``create_envs(eval_env=True)``
    use the config's ``env_kwargs`` when none were given for evaluation. Checked: rl_zoo3 2.9.2. Test:
-   ``tests/test_cli.py::test_eval_envs_get_the_configs_env_kwargs``. (Sweep trials set them themselves:
-   ``sb3_pretrained/trial.py``.)
+   ``tests/test_cli.py::test_eval_envs_get_the_configs_env_kwargs``; sweep trials call
+   :func:`give_eval_envs_the_config_kwargs` (``tests/test_trial.py``).
 
 Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
 this package walks the call stack or patches SB3.
@@ -216,6 +216,13 @@ def atomic_saves() -> Iterator[None]:
         yield
 
 
+def give_eval_envs_the_config_kwargs(manager: Any) -> None:
+    """Item 9: an rl_zoo3 ``ExperimentManager`` given no eval env kwargs of its own evaluates with the config's
+    ``env_kwargs`` (call it after ``setup_experiment()`` has read the config)."""
+    if manager._eval_env_kwargs_args is None:
+        manager.eval_env_kwargs = dict(manager.env_kwargs)
+
+
 @contextlib.contextmanager
 def recording_experiments() -> Iterator[list[Any]]:
     """Inside the block, every rl_zoo3 ``ExperimentManager`` whose ``setup_experiment()`` runs is appended to the
@@ -234,8 +241,8 @@ def recording_experiments() -> Iterator[list[Any]]:
 
     def make_create_envs(create_envs: Callable) -> Callable:
         def create_envs_with_config_kwargs(self, n_envs, eval_env=False, no_log=False):
-            if eval_env and self._eval_env_kwargs_args is None:  # item 9
-                self.eval_env_kwargs = self.env_kwargs
+            if eval_env:
+                give_eval_envs_the_config_kwargs(self)
             return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
 
         return create_envs_with_config_kwargs

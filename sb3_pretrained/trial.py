@@ -21,8 +21,9 @@ resumed run is a valid run, not a bit-identical replay.
 rl_zoo3 internals used here (checked against rl_zoo3 2.9.2): ``ExperimentManager`` built without ``train.py``'s
 argument parser, ``setup_experiment()`` / ``create_envs()`` / ``save_trained_model()`` / ``callbacks`` /
 ``n_timesteps`` / ``save_path`` / ``env_name`` / ``env_kwargs`` / ``eval_env_kwargs`` / ``env_wrapper`` (its eval
-envs get a config's ``env_kwargs`` only when they were given on the command line: the trial sets them itself), and
-the checkpoint layout its ``trained_agent`` path loads.
+envs get a config's ``env_kwargs`` only when they were given on the command line: see
+:func:`sb3_pretrained.sb3_internals.give_eval_envs_the_config_kwargs`), and the checkpoint layout its
+``trained_agent`` path loads.
 ``tests/test_sweep.py`` runs every one of them.
 """
 
@@ -44,7 +45,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.atomic import write_atomic
-from sb3_pretrained.sb3_internals import atomic_saves
+from sb3_pretrained.sb3_internals import atomic_saves, give_eval_envs_the_config_kwargs
 
 #: Seed of the eval envs, the same for every trial and every evaluation (the same eval episodes throughout).
 EVAL_SEED = 1_000_000
@@ -199,9 +200,7 @@ def _train(
     experiment = manager.setup_experiment()
     assert experiment is not None  # None only when rl_zoo3 optimizes hyperparameters
     model, _ = experiment
-    # rl_zoo3 copies env_kwargs to its eval envs only when they come from the command line: a config's env_kwargs
-    # (CarRacing's continuous: false) would be missing from every evaluation.
-    manager.eval_env_kwargs = dict(manager.env_kwargs)
+    give_eval_envs_the_config_kwargs(manager)  # CarRacing's continuous: false would be missing from evaluations
     eval_env = manager.create_envs(spec.n_eval_envs, eval_env=True)
     rows = read_evaluations(folder)
     last_checkpoint = checkpoint["env_step"] if checkpoint else 0

@@ -86,3 +86,19 @@ def write_run_folder(log_folder: Path, algo: str, env_id: str, run_id: int, mode
     if model:
         save_small_model(run / f"{env_id}.zip")
     return run
+
+
+def record_eval_env_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """A list that receives the ``eval_env_kwargs`` of every eval VecEnv rl_zoo3's ExperimentManager creates."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    seen: list[dict] = []
+    create_envs = ExperimentManager.create_envs
+
+    def recording(self, n_envs, eval_env=False, no_log=False):
+        if eval_env:
+            seen.append(dict(self.eval_env_kwargs))
+        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+
+    monkeypatch.setattr(ExperimentManager, "create_envs", recording)
+    return seen

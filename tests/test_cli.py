@@ -18,7 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained import cli, zoo
 from sb3_pretrained.cli import main, training_returns
-from tests.helpers import read_events, save_small_model, write_run_folder
+from tests.helpers import read_events, record_eval_env_kwargs, save_small_model, write_run_folder
 
 
 def test_usage(capsys):
@@ -270,17 +270,7 @@ def test_finetune_resumed_with_i_continues_the_schedule(tmp_path):
 def test_eval_envs_get_the_configs_env_kwargs(monkeypatch, tmp_path):
     """rl_zoo3 passes a config's env_kwargs to its eval envs only when they come from the command line; with
     --eval-freq, discrete CarRacing (continuous: false in the config) would be evaluated on a continuous env."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    seen = []
-    create_envs = ExperimentManager.create_envs
-
-    def recording(self, n_envs, eval_env=False, no_log=False):
-        if eval_env:
-            seen.append(dict(self.eval_env_kwargs))
-        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
-
-    monkeypatch.setattr(ExperimentManager, "create_envs", recording)
+    seen = record_eval_env_kwargs(monkeypatch)
     conf = tmp_path / "cartpole.yml"
     conf.write_text(yaml.safe_dump({"CartPole-v1": {**CARTPOLE["CartPole-v1"], "env_kwargs": {"sutton_barto_reward": True}}}))
     args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--conf-file", str(conf), "-f", str(tmp_path / "logs"),

@@ -7,6 +7,7 @@ import yaml
 from sb3_pretrained import zoo
 from sb3_pretrained.shifts import VisualShift
 from sb3_pretrained.trial import TrialSpec, read_evaluations, read_shifts, run_trial
+from tests.helpers import record_eval_env_kwargs
 
 
 def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
@@ -30,17 +31,7 @@ def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
 def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):
     """rl_zoo3 gives its eval envs a config's env_kwargs only when they come from the command line (CarRacing's
     continuous: false would be lost, and the discrete agent would crash the continuous eval env)."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    seen = []
-    create_envs = ExperimentManager.create_envs
-
-    def recording(self, n_envs, eval_env=False, no_log=False):
-        if eval_env:
-            seen.append(dict(self.eval_env_kwargs))
-        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
-
-    monkeypatch.setattr(ExperimentManager, "create_envs", recording)
+    seen = record_eval_env_kwargs(monkeypatch)
     config = tmp_path / "ppo.yml"
     entry = zoo.load_config(zoo.config_path("ppo", "frozen"))["MiniGrid-Empty-5x5-v0"]
     config.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": {**entry, "env_kwargs": {"max_steps": 9}}}))

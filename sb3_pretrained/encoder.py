@@ -345,9 +345,10 @@ class BackboneEncoder(nn.Module):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Features of a batch of observations (N, C, H, W) in [0, 1]: (N, :attr:`output_dim`), frames fused."""
         batch = observations.shape[0]
-        augmenting = self.augment is not None and self.training
-        if self.augment is not None and augmenting:
-            observations = self.augment(observations)
+        augment = self.augment if self.training else None
+        augmenting = augment is not None
+        if augment is not None:
+            observations = augment(observations)
         inputs = self.backbone_inputs(observations)
         cache = self.feature_cache
         # Inference tensors cannot be kept for later training steps: no cache under inference_mode. Augmented

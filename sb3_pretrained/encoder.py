@@ -25,8 +25,9 @@ from torch.func import functional_call
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
 from sb3_pretrained.augmentation import build_augmentation
 from sb3_pretrained.backbones import create_backbone
-from sb3_pretrained.cuda_graphs import GraphedForward
+from sb3_pretrained.cuda_graphs import GraphedForward, bucket_size
 from sb3_pretrained.feature_cache import FeatureCache
+from sb3_pretrained.precision import FastestChoice
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
 from sb3_pretrained.quantization import output_range
 from sb3_pretrained.weights import PretrainedSpec
@@ -46,6 +47,12 @@ def _cpu_has_native_bf16() -> bool:
 
 
 CPU_NATIVE_BF16 = _cpu_has_native_bf16()
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on CPU, whose work is done when a call returns)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def check_frame_options(frame_stack: int, frame_mode: str, fusion: str) -> None:
@@ -220,9 +227,12 @@ class BackboneEncoder(nn.Module):
     :param fusion: how per-frame embeddings are combined: ``"concat"``, or ``"flare"`` (last embedding plus the
         differences between consecutive embeddings)
     :param channels_last: run the backbone in the channels_last memory format (faster convolutions on CPU and GPU)
-    :param amp: run the backbone under bfloat16 autocast. None (default): on for CUDA inputs, and for a frozen
-        backbone on CPUs that compute bf16 natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16
-        keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
+    :param amp: run the backbone under bfloat16 autocast. None (default): chosen per path. A frozen backbone on
+        CUDA times float32 and bf16 the first time it sees a batch bucket and input shape and keeps the faster (see
+        :class:`~sb3_pretrained.precision.FastestChoice`; at the small batches of acting, launch-bound, float32 can
+        win); a training backbone on CUDA uses bf16; on CPU, bf16 only for a frozen backbone on CPUs that compute
+        it natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16 keeps float32's exponent range, so
+        no gradient scaler is needed when fine-tuning
     :param cuda_graphs: while the backbone is frozen (and in eval mode), replay CUDA graphs of preprocessing and
         backbone for CUDA inputs of up to 256 rows (see :class:`~sb3_pretrained.cuda_graphs.GraphedForward`): one
         launch instead of one per kernel, for the small batches an RL loop runs. Captured at first use per batch
@@ -298,6 +308,8 @@ class BackboneEncoder(nn.Module):
         self.augment = build_augmentation(augment, self.frame_channels)
         self.channels_last, self.amp, self.cuda_graphs = channels_last, amp, cuda_graphs
         self.graphs = GraphedForward(self.backbone)
+        #: The measured precision of frozen CUDA calls when ``amp`` is None (its ``choices`` and ``timings``).
+        self.precision = FastestChoice()
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.feature_cache = feature_cache
@@ -369,9 +381,19 @@ class BackboneEncoder(nn.Module):
             keep_cpu_buffers_mapped()
         inputs = inputs.float()
         amp = self.amp
-        if amp is None:
+        if amp is None and not self.trains and self.precision.measures(inputs.device.type):
+            key = (bucket_size(len(inputs)), tuple(inputs.shape[1:]), inputs.device, self.channels_last,
+                   self.cuda_graphs)
+            amp = self.precision.choose(key, partial(self._frozen_embed, inputs), partial(_synchronize, inputs.device))
+        elif amp is None:
             amp = inputs.is_cuda or (CPU_NATIVE_BF16 and inputs.device.type == "cpu" and not self.trains)
-        if self.cuda_graphs and not self.trains:
+        if not self.trains:
+            return self._frozen_embed(inputs, amp)
+        return self._embed(inputs, amp)
+
+    def _frozen_embed(self, inputs: torch.Tensor, amp: bool) -> torch.Tensor:
+        """:meth:`embed` of a frozen backbone: replayed from a CUDA graph where ``cuda_graphs`` allows."""
+        if self.cuda_graphs:
             return self.graphs(partial(self._embed, amp=amp), inputs, variant=(amp, self.channels_last))
         return self._embed(inputs, amp)
 

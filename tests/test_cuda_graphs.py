@@ -189,7 +189,7 @@ def test_the_extractor_graphs_only_while_frozen_and_its_option_turns_them_off():
 @needs_cuda
 def test_cuda_graphs_replay_the_frozen_backbone_on_a_gpu():
     encoder = _frozen_encoder().cuda()
-    encoder.amp = None  # bf16 on CUDA, as by default
+    encoder.amp = True  # bf16 graphs (the default measures both precisions: tests/test_precision.py)
     observations = torch.rand(7, 3, 32, 32, device="cuda")
     with torch.no_grad():
         graphed = [encoder(observations[:n]) for n in (5, 7, 3)]
@@ -204,7 +204,7 @@ def test_cuda_graphs_replay_the_frozen_backbone_on_a_gpu():
     with torch.no_grad():
         encoder.load_state_dict(other.state_dict())
         reloaded = encoder(observations[:5])
-        other.amp = None
+        other.amp = True
         other.cuda_graphs = False
         torch.testing.assert_close(reloaded, other(observations[:5]), rtol=2e-2, atol=2e-2)
     assert encoder.graphs.captures == 3 and len(encoder.graphs) == 1

@@ -4,6 +4,12 @@ fast path and fine-tuning, plus the env-only and backbone-only limits, measured 
     python benchmarks/throughput.py                                   # CPU, PPO, CarRacing-v3, 224 px
     python benchmarks/throughput.py --algo dqn --env breakout --size 96
     python benchmarks/throughput.py --device cuda --n-envs 16 --env breakout --vec-env subproc
+    python benchmarks/throughput.py --preset gpu --out $OUT/gpu.jsonl     # every variant in under 4 minutes
+
+``--preset gpu`` (PPO, Breakout, 16 envs, 224 px, CUDA) runs each variant for a fixed time instead of a fixed step
+count (``--seconds-per-variant``, whole rollouts), times the backbone alone eagerly and replayed from a CUDA graph, and
+skips what would run past ``--deadline`` (240 s by default there): one 10-minute GPU session measures it with margin.
+Each line is appended to ``--out`` as it is measured, so a run cut short keeps what it finished.
 
 Each variant runs in its own subprocess (so peak memory is its own). Results are JSON lines on stdout (and
 appended to ``--out``), with the seconds each variant spent stepping the envs (``env_s``) and in the backbone
@@ -25,6 +31,11 @@ VARIANTS = ("naive", "naturecnn", "frozen", "fastpath", "finetune", "naive_finet
 SLOW = ("naive", "finetune", "naive_finetune")  # a rollout takes minutes on a CPU at 224 px
 DQN_LEARNING_STARTS = 256  # DQN's steps before this are random actions: no network pass, no update
 ENV_IDS = {"carracing": "CarRacing-v3", "breakout": "BreakoutNoFrameskip-v4"}
+#: ``--preset gpu``: the GPU measurement of the GPU issue, sized to end within 4 minutes on an H100/H200.
+PRESETS = {
+    "gpu": dict(algo="ppo", env="breakout", n_envs=16, size=224, device="cuda", n_steps=128, seconds_per_variant=12.0,
+                backbone_seconds=0.5, deadline=240.0, graphs=True),
+}
 
 
 def make_env(env: str, n_envs: int, vec_env: str = "dummy", seed: int = 0):
@@ -129,30 +140,59 @@ def backbone_encoders(model) -> list:
 
 
 def time_spent_in(model, device: str) -> dict[str, float]:
-    """Seconds spent, from now on, stepping the raw envs (``env_s``) and in our backbones' preprocess + forward
-    passes (``backbone_s``: the frozen extractor's cache misses, the fast path's wrapper), accumulated in place."""
+    """Seconds spent, from now on, stepping the raw envs (``env_s``), in our backbones' preprocess + forward passes
+    (``backbone_s`` over ``backbone_calls`` calls: the frozen extractor's cache misses, the fast path's wrapper) and
+    in the feature cache around them (``cache_s``: hashing rows, gathering hits, storing misses; the misses'
+    backbone time is in ``backbone_s`` only), accumulated in place. On CUDA the device is synchronized before and
+    after each timed call, so a call is not charged for work queued before it."""
     import torch
 
-    totals = {"env_s": 0.0, "backbone_s": 0.0}
+    totals = {"env_s": 0.0, "backbone_s": 0.0, "backbone_calls": 0, "cache_s": 0.0}
+
+    def synchronize() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     def timed(owner, name: str, key: str) -> None:
         original = getattr(owner, name)
 
         def run(*args, **kwargs):
-            start = time.perf_counter()
+            synchronize()
+            start, backbone_before = time.perf_counter(), totals["backbone_s"]
             try:
                 return original(*args, **kwargs)
             finally:
-                if key == "backbone_s" and device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                totals[key] += time.perf_counter() - start
+                synchronize()
+                seconds = time.perf_counter() - start
+                if key == "cache_s":  # the misses' backbone time counts as backbone time
+                    seconds -= totals["backbone_s"] - backbone_before
+                totals[key] += seconds
+                if key == "backbone_s":
+                    totals["backbone_calls"] += 1
 
         setattr(owner, name, run)
 
     timed(model.get_env().unwrapped, "step_wait", "env_s")
+    caches = {}
     for encoder in backbone_encoders(model):
         timed(encoder, "embed", "backbone_s")
+        if encoder.feature_cache is not None:
+            caches[id(encoder.feature_cache)] = encoder.feature_cache
+    for cache in caches.values():
+        timed(cache, "features", "cache_s")
     return totals
+
+
+def precision_choices(model) -> dict:
+    """The precision each backbone chose by measurement (batch bucket -> bf16 or not, with ms per call of fp32 and
+    bf16), for the record."""
+    choices = {}
+    for encoder in backbone_encoders(model):
+        for key, chosen in encoder.precision.choices.items():
+            timings = encoder.precision.timings[key]
+            choices[f"bucket {key[0]}"] = {"bf16": chosen, "ms_fp32": round(timings[False] * 1e3, 3),
+                                           "ms_bf16": round(timings[True] * 1e3, 3)}
+    return {"precision": choices} if choices else {}
 
 
 def run_variant(args) -> dict:
@@ -165,14 +205,22 @@ def run_variant(args) -> dict:
     spent = time_spent_in(model, args.device)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.learn(args.timesteps, reset_num_timesteps=False)
+    start, first_step = time.perf_counter(), model.num_timesteps
+    if args.seconds_per_variant:
+        # Whole rollouts (PPO) or chunks of 512 steps (DQN) until the time is up.
+        chunk = args.n_steps * args.n_envs if args.algo == "ppo" else 512
+        while time.perf_counter() - start < args.seconds_per_variant:
+            model.learn(chunk, reset_num_timesteps=False)
+    else:
+        model.learn(args.timesteps, reset_num_timesteps=False)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    result = {"variant": args.variant, "steps": args.timesteps, "seconds": round(seconds, 2),
-              "env_steps_per_s": round(args.timesteps / seconds, 2), **peak_memory(args.device),
-              **{key: round(value, 2) for key, value in spent.items()}}
+    steps = model.num_timesteps - first_step
+    result = {"variant": args.variant, "steps": steps, "seconds": round(seconds, 2),
+              "env_steps_per_s": round(steps / seconds, 2), **peak_memory(args.device),
+              **{key: round(value, 4 if key.endswith("_calls") else 2) for key, value in spent.items()},
+              **precision_choices(model)}
     if args.algo == "dqn":
         buffer = model.replay_buffer
         stored = buffer.observations.nbytes + (0 if buffer.optimize_memory_usage else buffer.next_observations.nbytes)
@@ -198,38 +246,62 @@ def env_only(args) -> dict:
 
 def backbone_only(args, batch_sizes) -> list[dict]:
     """Inference throughput as timm's benchmark.py measures it: eval, inference_mode, warm-up, then timed
-    batches; fp32 and bf16, with and without channels_last."""
+    batches; fp32 and bf16, with and without channels_last (only channels_last with ``--graphs``, which adds each
+    combination replayed from a CUDA graph: :func:`sb3_pretrained.cuda_graphs.capture_cuda_graph`, as the
+    frozen extractor replays it)."""
     import timm
     import torch
 
+    from sb3_pretrained.cuda_graphs import capture_cuda_graph
+
+    cuda = args.device.startswith("cuda")
+    modes = ("eager", "graph") if args.graphs and cuda else ("eager",)
+    layouts = (True,) if args.graphs else (False, True)
     results = []
     for batch in batch_sizes:
-        for channels_last in (False, True):
+        for channels_last in layouts:
             for dtype in ("float32", "bfloat16"):
                 model = timm.create_model("efficientnet_lite0", num_classes=0).to(args.device).eval()
+                model.requires_grad_(False)
                 x = torch.rand(batch, 3, args.size, args.size, device=args.device)
                 if channels_last:
                     model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-                autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
-                with torch.inference_mode(), autocast:
-                    for _ in range(3):
-                        model(x)
-                    if args.device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    iterations, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < args.backbone_seconds:
-                        model(x)
-                        iterations += 1
-                    if args.device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    seconds = time.perf_counter() - start
-                results.append({"variant": "backbone_only", "batch": batch, "channels_last": channels_last,
-                                "dtype": dtype, "img_per_s": round(iterations * batch / seconds, 1)})
+                autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16",
+                                          cache_enabled=False)
+                for mode in modes:
+                    with torch.no_grad(), autocast:
+                        if mode == "graph":
+                            call = capture_cuda_graph(model, x)
+                        else:
+                            def call(model=model, x=x):
+                                return model(x)
+                        for _ in range(3):
+                            call()
+                        if cuda:
+                            torch.cuda.synchronize()
+                        iterations, start = 0, time.perf_counter()
+                        while time.perf_counter() - start < args.backbone_seconds:
+                            call()
+                            iterations += 1
+                        if cuda:
+                            torch.cuda.synchronize()
+                        seconds = time.perf_counter() - start
+                    results.append({"variant": "backbone_only", "batch": batch, "channels_last": channels_last,
+                                    "dtype": dtype, "mode": mode, "img_per_s": round(iterations * batch / seconds, 1),
+                                    "ms_per_call": round(seconds / iterations * 1e3, 3)})
     return results
 
 
-def main() -> None:
+#: Seconds ``--deadline`` keeps for the env-only and backbone-only readings after the variants.
+FINAL_READINGS_S = 15.0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a named set of the defaults below (flags given as well override it): " + "; ".join(
+                            f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in preset.items())
+                            for name, preset in PRESETS.items()))
     parser.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
     parser.add_argument("--env", choices=sorted(ENV_IDS), default="carracing")
     parser.add_argument("--size", type=int, default=224, help="backbone input size in px")
@@ -248,19 +320,90 @@ def main() -> None:
     parser.add_argument("--grad-checkpointing", action="store_true", help="finetune variant: timm gradient checkpointing")
     parser.add_argument("--buffer-size", type=int, default=100_000, help="DQN replay buffer size")
     parser.add_argument("--backbone-seconds", type=float, default=5.0)
+    parser.add_argument("--seconds-per-variant", type=float, default=None,
+                        help="run each variant this long (whole rollouts) instead of --timesteps/--slow-timesteps")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds for the whole run: a variant that would start after it is skipped, one still "
+                        "running at it is stopped (each listed with the reason)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="backbone alone: channels_last only, eager and replayed from a CUDA graph (on CUDA)")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    preset, _ = parser.parse_known_args()
+    if preset.preset:
+        parser.set_defaults(**PRESETS[preset.preset])
     args = parser.parse_args()
     if args.warmup_steps is None:
         args.warmup_steps = args.n_steps * args.n_envs if args.algo == "ppo" else 512
+    return args
 
+
+def run_variants(args: argparse.Namespace, emit, started: float) -> None:
+    """Each variant in its own subprocess (so peak memory is its own), within ``--deadline``."""
+    for variant in args.variants.split(","):
+        command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
+        if variant in SLOW and (args.slow_timesteps or args.seconds_per_variant):
+            # No warm-up rollout; DQN still skips its random-action steps, which would time no network at all.
+            warmup = 0 if args.algo == "ppo" else DQN_LEARNING_STARTS
+            command += ["--warmup-steps", str(warmup)]
+            if args.slow_timesteps:
+                command += ["--timesteps", str(args.slow_timesteps)]
+        left = None if args.deadline is None else args.deadline - FINAL_READINGS_S - (time.perf_counter() - started)
+        if left is not None and left < (args.seconds_per_variant or 0) + 5:
+            emit({"variant": variant, "error": f"skipped: {left:.0f} s left of the {args.deadline:.0f} s deadline"})
+            continue
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            emit({"variant": variant, "error": f"stopped at the {args.deadline:.0f} s deadline"})
+            continue
+        if done.returncode != 0:
+            emit({"variant": variant, "error": done.stderr.strip().splitlines()[-1:]})
+            continue
+        emit(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def summarize(lines: list[dict], args: argparse.Namespace, started: float) -> dict:
+    """The ratios the docs quote: each variant against the limit (env alone + backbone alone), NatureCNN and the
+    naive recipe; the backbone's time per call in the loop against the CUDA-graph backbone alone."""
+    by_variant = {r["variant"]: r for r in lines if "env_steps_per_s" in r}
+    env_rate = max(r["env_steps_per_s"] for r in lines if r["variant"] == "env_only")
+    alone = [r for r in lines if r["variant"] == "backbone_only" and r["batch"] == args.n_envs]
+    best = max(r["img_per_s"] for r in alone)
+    limit = 1 / (1 / env_rate + 1 / best)
+    summary = {"variant": "summary", "limit_env_steps_per_s": round(limit, 2), "env_only_steps_per_s": env_rate,
+               "best_backbone_img_per_s": best, "seconds": round(time.perf_counter() - started, 1)}
+    graphed = [r["ms_per_call"] for r in alone if r.get("mode") == "graph"]
+    for name in ("fastpath", "frozen"):
+        if graphed and by_variant.get(name, {}).get("backbone_calls"):
+            # The backbone inside the loop against the best CUDA-graph backbone alone at the same batch.
+            per_call = by_variant[name]["backbone_s"] / by_variant[name]["backbone_calls"] * 1e3
+            summary[f"{name}_backbone_ms_per_call"] = round(per_call, 3)
+            summary[f"{name}_backbone_over_graph_alone"] = round(per_call / min(graphed), 2)
+    for name in ("fastpath", "frozen"):
+        if name in by_variant:
+            summary[f"{name}_over_limit"] = round(by_variant[name]["env_steps_per_s"] / limit, 3)
+            for base in ("naive", "naturecnn"):
+                if base in by_variant:
+                    ratio = by_variant[name]["env_steps_per_s"] / by_variant[base]["env_steps_per_s"]
+                    summary[f"{name}_over_{base}"] = round(ratio, 2)
+    if "finetune" in by_variant and "naive_finetune" in by_variant:
+        summary["finetune_over_naive_finetune"] = round(
+            by_variant["finetune"]["env_steps_per_s"] / by_variant["naive_finetune"]["env_steps_per_s"], 2
+        )
+    return summary
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
     if args.variant:
         print(json.dumps(run_variant(args)), flush=True)
         return
 
-    context = {"algo": args.algo, "env": ENV_IDS[args.env], "size": args.size, "n_envs": args.n_envs,
-               "n_steps": args.n_steps, "vec_env": args.vec_env, "grad_checkpointing": args.grad_checkpointing,
-               "device": args.device,
+    context = {"preset": args.preset, "algo": args.algo, "env": ENV_IDS[args.env], "size": args.size,
+               "n_envs": args.n_envs, "n_steps": args.n_steps, "vec_env": args.vec_env,
+               "grad_checkpointing": args.grad_checkpointing, "device": args.device,
                "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
     lines: list[dict] = []
 
@@ -276,40 +419,12 @@ def main() -> None:
     batch_sizes = sorted({args.n_envs, 256 if args.algo == "ppo" else 32})
     for record in backbone_only(args, batch_sizes):
         emit(record)
-    for variant in args.variants.split(","):
-        command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
-        if variant in SLOW and args.slow_timesteps:
-            # No warm-up rollout; DQN still skips its random-action steps, which would time no network at all.
-            warmup = 0 if args.algo == "ppo" else DQN_LEARNING_STARTS
-            command += ["--timesteps", str(args.slow_timesteps), "--warmup-steps", str(warmup)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            emit({"variant": variant, "error": done.stderr.strip().splitlines()[-1:]})
-            continue
-        emit(json.loads(done.stdout.strip().splitlines()[-1]))
+    run_variants(args, emit, started)
     # The limit again after the variants: a shared or throttled CPU drifts; the faster reading is the limit.
     emit(env_only(args))
     for record in backbone_only(args, [args.n_envs]):
         emit(record)
-
-    by_variant = {r["variant"]: r for r in lines if "env_steps_per_s" in r}
-    env_rate = max(r["env_steps_per_s"] for r in lines if r["variant"] == "env_only")
-    best = max(r["img_per_s"] for r in lines if r["variant"] == "backbone_only" and r["batch"] == args.n_envs)
-    limit = 1 / (1 / env_rate + 1 / best)
-    summary = {"variant": "summary", "limit_env_steps_per_s": round(limit, 2), "env_only_steps_per_s": env_rate,
-               "best_backbone_img_per_s": best}
-    for name in ("fastpath", "frozen"):
-        if name in by_variant:
-            summary[f"{name}_over_limit"] = round(by_variant[name]["env_steps_per_s"] / limit, 3)
-            for base in ("naive", "naturecnn"):
-                if base in by_variant:
-                    ratio = by_variant[name]["env_steps_per_s"] / by_variant[base]["env_steps_per_s"]
-                    summary[f"{name}_over_{base}"] = round(ratio, 2)
-    if "finetune" in by_variant and "naive_finetune" in by_variant:
-        summary["finetune_over_naive_finetune"] = round(
-            by_variant["finetune"]["env_steps_per_s"] / by_variant["naive_finetune"]["env_steps_per_s"], 2
-        )
-    emit(summary)
+    emit(summarize(lines, args, started))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from sb3_pretrained.trial import EVALUATION_COLUMNS, TRIAL_FILE, read_evaluation
 REPS = 50_000
 CURVE_REPS = 2_000
 CONFIDENCE = 0.95
+#: Fractions of a run's env steps at which the report gives the return reached so far (25k/50k/100k of a 100k run).
+BUDGETS = (0.25, 0.5, 1.0)
 RESULTS_COLUMNS = ("algo", "env", "variant", "seed", "status", *EVALUATION_COLUMNS, "trial_folder")
 
 
@@ -174,12 +176,52 @@ def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> 
         last = t.evaluations[-1] if t.evaluations else None
         numbers = f"{int(last['env_step'])} | {last['eval_return_mean']:.4g} | {last['wall_clock_s']:.1f}" if last else "| |"
         lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} |")
+    lines += _budgets(trials)
     lines += _generalization(trials)
     errors = [t for t in trials if t.status == "error"]
     if errors:
         lines += ["", "## Failed trials", ""]
         lines += [f"- `{t.folder}`: {t.error}" for t in errors]
     return "\n".join(lines) + "\n"
+
+
+def return_at(trial: Trial, step: float) -> tuple[float, float] | None:
+    """(env step, return) of ``trial``'s last evaluation at or before ``step``; None if it has none."""
+    rows = [row for row in trial.evaluations if row["env_step"] <= step]
+    return (rows[-1]["env_step"], rows[-1]["eval_return_mean"]) if rows else None
+
+
+def _budgets(trials: Sequence[Trial]) -> list[str]:
+    """Per variant, the return reached after a quarter, half and all of the run's env steps (:data:`BUDGETS` of its
+    ``n_timesteps``): each run's last evaluation at or before that step, IQM and mean over runs with 95% CIs."""
+    lines = [
+        "", "## Learning speed: the return reached at fixed budgets", "",
+        "Each run's last evaluation at or before the budget (the column `evaluated at` gives its env step; evaluations "
+        "are every `eval_freq` steps, so a budget between two evaluations uses the earlier one).", "",
+        "| algo | env | variant | budget (env steps) | evaluated at | runs | return IQM [95% CI] | return mean [95% CI] |",
+        "|---|---|---|---:|---|---:|---|---|",
+    ]  # fmt: skip
+    rows = 0
+    for (algo, env_id, variant), group in _groups(trials).items():
+        done = [t for t in group if t.status == "finished"]
+        if not done:
+            continue
+        length = max(t.final["env_step"] for t in done)
+        for fraction in BUDGETS:
+            budget = length if fraction == 1.0 else fraction * length
+            reached = [r for t in done if (r := return_at(t, budget)) is not None]
+            if not reached:
+                continue
+            scores = np.array([[value] for _, value in reached])
+            point, low, high = bootstrap_ci(scores, iqm)
+            mean, mean_low, mean_high = bootstrap_ci(scores, np.mean)
+            at = "/".join(f"{step:.0f}" for step in sorted({step for step, _ in reached}))
+            lines.append(
+                f"| {algo} | {env_id} | {variant} | {budget:.0f} | {at} | {len(reached)} | {point:.4g} [{low:.4g}, "
+                f"{high:.4g}] | {mean:.4g} [{mean_low:.4g}, {mean_high:.4g}] |"
+            )
+            rows += 1
+    return lines if rows else []
 
 
 def _generalization(trials: Sequence[Trial]) -> list[str]:

@@ -124,3 +124,19 @@ def test_generalization_table_from_shift_files(tmp_path):
     assert "| frozen | `brightness=0.6` | 3 |" in dark_row and "0.5333 [" in dark_row and "| 0.593 [" in dark_row
     color_row = next(line for line in summary.splitlines() if "`color=0`" in line)
     assert "| 1 [1, 1] |" in color_row
+
+
+def test_return_at_a_quarter_half_and_all_of_the_budget(tmp_path):
+    fake_trial(tmp_path, "frozen", 0, [1.0, 2.0, 3.0, 4.0])  # evaluations at 100, 200, 300, 400 env steps
+    fake_trial(tmp_path, "frozen", 1, [3.0, 6.0, 9.0, 12.0])
+    fake_trial(tmp_path, "scratch", 0, [5.0, 7.0, 9.0])  # 300 steps: a quarter (75) comes before any evaluation
+    results.write_report([tmp_path], tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    section = summary.split("## Learning speed")[1].split("##")[0]
+    rows = [[c.strip() for c in line.split("|")[3:-1]] for line in section.splitlines() if line.startswith("| ppo |")]
+    assert [row[:4] for row in rows] == [
+        ["frozen", "100", "100", "2"], ["frozen", "200", "200", "2"], ["frozen", "400", "400", "2"],
+        ["scratch", "150", "100", "1"], ["scratch", "300", "300", "1"],
+    ]  # fmt: skip
+    assert rows[1][5].startswith("4 [2, 6]")  # the mean of 2 and 6, resampled over the two runs
+    assert rows[2][5].startswith("8 [4, 12]") and rows[3][4].startswith("5 [5, 5]")

@@ -147,6 +147,13 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     :raises CheckpointMismatchError: the file is not a readable checkpoint, or a tensor holds NaN or infinite values
     """
     path = Path(path).expanduser()
+    if not path.is_file() and str(path).lower() in BOOLEAN_WORDS:
+        flag = BOOLEAN_WORDS[str(path).lower()]
+        raise WeightsNotFoundError(
+            f"pretrained={str(path)!r} is a string, read as a weight file path, and no such file exists. For "
+            f"{'pretrained weights' if flag else 'random initialization'} pass the boolean: pretrained={flag} in Python, "
+            f"pretrained: {str(flag).lower()} in YAML (unquoted)."
+        )
     if not path.is_file():
         raise WeightsNotFoundError(
             f"Weight file '{path}' does not exist. Pass the path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file."
@@ -310,6 +317,13 @@ def load_from_file(
     :param verify: checks the file before it is read (a packaged file's hash), with the read: once per version
     """
     path = Path(path).expanduser()
+    if not path.is_file() and str(path).lower() in BOOLEAN_WORDS:
+        flag = BOOLEAN_WORDS[str(path).lower()]
+        raise WeightsNotFoundError(
+            f"pretrained={str(path)!r} is a string, read as a weight file path, and no such file exists. For "
+            f"{'pretrained weights' if flag else 'random initialization'} pass the boolean: pretrained={flag} in Python, "
+            f"pretrained: {str(flag).lower()} in YAML (unquoted)."
+        )
     if not path.is_file():
         raise WeightsNotFoundError(
             f"Weight file '{path}' does not exist. Pass `pretrained=` the path of a "
@@ -325,6 +339,10 @@ def load_from_file(
 
     tensors = _read_once(key, read)
     return LoadedWeights(match_to_model(tensors, model, source, by_order=by_order), source)
+
+
+#: Strings that mean a boolean, given where ``pretrained`` wanted one (a quoted YAML value, a command-line string).
+BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "none": False}
 
 
 def resolve_pretrained(model_name: str, model: nn.Module, pretrained: PretrainedSpec) -> LoadedWeights | None:

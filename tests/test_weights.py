@@ -72,6 +72,14 @@ def test_missing_file(tmp_path):
         create_backbone(TINY_MODEL, pretrained=str(tmp_path / "nope.pth"))
 
 
+@pytest.mark.parametrize(("word", "meant"), [("false", "False"), ("False", "False"), ("True", "True"), ("no", "False")])
+def test_a_boolean_written_as_a_string_says_to_write_the_boolean(word, meant, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    with pytest.raises(WeightsNotFoundError, match=rf"pretrained='{word}' is a string.*pretrained={meant} in Python, "
+                       rf"pretrained: {meant.lower()} in YAML"):
+        create_backbone(TINY_MODEL, pretrained=word)
+
+
 def test_corrupt_file(tmp_path):
     path = tmp_path / "broken.safetensors"
     path.write_bytes(b"\x00garbage" * 100)

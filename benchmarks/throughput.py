@@ -156,7 +156,7 @@ def time_spent_in(model, device: str) -> dict[str, float]:
     after each timed call, so a call is not charged for work queued before it."""
     import torch
 
-    totals = {"env_s": 0.0, "backbone_s": 0.0, "backbone_calls": 0, "cache_s": 0.0}
+    totals: dict[str, float] = {"env_s": 0.0, "backbone_s": 0.0, "backbone_calls": 0, "cache_s": 0.0}
 
     def synchronize() -> None:
         if device.startswith("cuda"):
@@ -193,14 +193,15 @@ def time_spent_in(model, device: str) -> dict[str, float]:
 
 
 def precision_choices(model) -> dict:
-    """The precision each backbone chose by measurement (batch bucket -> bf16 or not, with ms per call of fp32 and
-    bf16), for the record."""
+    """The precision each backbone chose by measurement (bf16 or not, with ms per call of fp32 and bf16, per
+    encoder and input shape), for the record."""
     choices = {}
-    for encoder in backbone_encoders(model):
+    for index, encoder in enumerate(backbone_encoders(model)):
         for key, chosen in encoder.precision.choices.items():
             timings = encoder.precision.timings[key]
-            choices[f"bucket {key[0]}"] = {"bf16": chosen, "ms_fp32": round(timings[False] * 1e3, 3),
-                                           "ms_bf16": round(timings[True] * 1e3, 3)}
+            choices[f"encoder {index}, input {'x'.join(map(str, key[0]))}"] = {
+                "bf16": chosen, "ms_fp32": round(timings[False] * 1e3, 3), "ms_bf16": round(timings[True] * 1e3, 3)
+            }  # fmt: skip
     return {"precision": choices} if choices else {}
 
 
@@ -230,7 +231,7 @@ def run_variant(args) -> dict:
     steps = model.num_timesteps - first_step
     result = {"variant": args.variant, "steps": steps, "seconds": round(seconds, 2), "warmup_s": round(warmup_s, 2),
               "env_steps_per_s": round(steps / seconds, 2), **peak_memory(args.device),
-              **{key: round(value, 4 if key.endswith("_calls") else 2) for key, value in spent.items()},
+              **{key: value if key.endswith("_calls") else round(value, 2) for key, value in spent.items()},
               **precision_choices(model)}
     if args.algo == "dqn":
         buffer = model.replay_buffer
@@ -303,15 +304,19 @@ def backbone_only(args, batch_sizes) -> list[dict]:
     return results
 
 
-#: Seconds ``--deadline`` keeps for the env-only and backbone-only readings after the variants.
-FINAL_READINGS_S = 15.0
+def final_readings_s(args: argparse.Namespace) -> float:
+    """Seconds ``--deadline`` keeps for the env-only and backbone-only readings after the variants: each of the
+    backbone's timed readings (2 dtypes, 1-2 layouts, 1-2 modes) plus about 1 s to build and warm it up, and 5 s of env."""
+    readings = 2 * (1 if args.graphs else 2) * (2 if args.graphs and args.device.startswith("cuda") else 1)
+    return 5.0 + readings * (args.backbone_seconds + 1.0)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a named set of the defaults below (flags given as well override it): " + "; ".join(
-                            f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in preset.items())
+                            f"{name}: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                                   for k, v in preset.items())
                             for name, preset in PRESETS.items()))
     parser.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
     parser.add_argument("--env", choices=sorted(ENV_IDS), default="carracing")
@@ -359,7 +364,7 @@ def run_variants(args: argparse.Namespace, emit, started: float) -> None:
             command += ["--warmup-steps", str(warmup)]
             if args.slow_timesteps:
                 command += ["--timesteps", str(args.slow_timesteps)]
-        left = None if args.deadline is None else args.deadline - FINAL_READINGS_S - (time.perf_counter() - started)
+        left = None if args.deadline is None else args.deadline - final_readings_s(args) - (time.perf_counter() - started)
         if left is not None and left < (args.seconds_per_variant or 0) + 5:
             emit({"variant": variant, "error": f"skipped: {left:.0f} s left of the {args.deadline:.0f} s deadline"})
             continue

@@ -95,7 +95,7 @@ class GraphedForward:
         self.device_types = tuple(device_types)
         #: Graphs captured so far, counting those dropped since.
         self.captures = 0
-        self._graphs: dict[Hashable, tuple[torch.Tensor, Replay]] = {}
+        self._graphs: dict[tuple[Hashable, ...], tuple[torch.Tensor, Replay]] = {}
         self._state: tuple[Any, ...] | None = None
 
     def __getstate__(self) -> dict:
@@ -108,6 +108,11 @@ class GraphedForward:
     def clear(self) -> None:
         """Drop every graph (and the memory it holds)."""
         self._graphs.clear()
+
+    def discard(self, variant: Hashable) -> None:
+        """Drop the graphs captured under ``variant`` (and the memory they hold)."""
+        for key in [key for key in self._graphs if key[-1] == variant]:
+            del self._graphs[key]
 
     def _module_state(self) -> tuple[Any, ...]:
         parameters = list(self.module.parameters())

@@ -25,7 +25,7 @@ from torch.func import functional_call
 from sb3_pretrained.allocator import keep_cpu_buffers_mapped
 from sb3_pretrained.augmentation import build_augmentation
 from sb3_pretrained.backbones import create_backbone
-from sb3_pretrained.cuda_graphs import GraphedForward, bucket_size
+from sb3_pretrained.cuda_graphs import GraphedForward
 from sb3_pretrained.feature_cache import FeatureCache
 from sb3_pretrained.precision import FastestChoice
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
@@ -228,7 +228,8 @@ class BackboneEncoder(nn.Module):
         differences between consecutive embeddings)
     :param channels_last: run the backbone in the channels_last memory format (faster convolutions on CPU and GPU)
     :param amp: run the backbone under bfloat16 autocast. None (default): chosen per path. A frozen backbone on
-        CUDA times float32 and bf16 the first time it sees a batch bucket and input shape and keeps the faster (see
+        CUDA times float32 and bf16 at its first batch of an input shape (while acting: the envs' count) and keeps the
+        faster for every batch after it (see
         :class:`~sb3_pretrained.precision.FastestChoice`; at the small batches of acting, launch-bound, float32 can
         win); a training backbone on CUDA uses bf16; on CPU, bf16 only for a frozen backbone on CPUs that compute
         it natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16 keeps float32's exponent range, so
@@ -381,15 +382,23 @@ class BackboneEncoder(nn.Module):
             keep_cpu_buffers_mapped()
         inputs = inputs.float()
         amp = self.amp
-        if amp is None and not self.trains and self.precision.measures(inputs.device.type):
-            key = (bucket_size(len(inputs)), tuple(inputs.shape[1:]), inputs.device, self.channels_last,
-                   self.cuda_graphs)
-            amp = self.precision.choose(key, partial(self._frozen_embed, inputs), partial(_synchronize, inputs.device))
+        if amp is None and not self.trains and len(inputs) and self.precision.measures(inputs.device.type):
+            amp = self._measured_precision(inputs)
         elif amp is None:
             amp = inputs.is_cuda or (CPU_NATIVE_BF16 and inputs.device.type == "cpu" and not self.trains)
         if not self.trains:
             return self._frozen_embed(inputs, amp)
         return self._embed(inputs, amp)
+
+    def _measured_precision(self, inputs: torch.Tensor) -> bool:
+        """Whether bf16 autocast is the faster for a frozen backbone on this input signature, measured at its first
+        batch (see :mod:`sb3_pretrained.precision`); the slower one's CUDA graphs are then dropped."""
+        key = (tuple(inputs.shape[1:]), inputs.device, self.channels_last, self.cuda_graphs)
+        if key in self.precision.choices:
+            return bool(self.precision.choices[key])
+        amp = bool(self.precision.choose(key, partial(self._frozen_embed, inputs), partial(_synchronize, inputs.device)))
+        self.graphs.discard((not amp, self.channels_last))
+        return amp
 
     def _frozen_embed(self, inputs: torch.Tensor, amp: bool) -> torch.Tensor:
         """:meth:`embed` of a frozen backbone: replayed from a CUDA graph where ``cuda_graphs`` allows."""

@@ -51,6 +51,7 @@ class Trial:
     error: str | None
     evaluations: list[dict[str, float]]
     shifts: list[dict[str, Any]] = field(default_factory=list)
+    n_timesteps: int | None = None  # the env steps the run was asked for (its spec)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -76,7 +77,7 @@ def read_trials(folders: Sequence[str | Path]) -> list[Trial]:
             spec = data["spec"]
             trial = Trial(
                 path.parent, spec["algo"], spec["env_id"], spec["variant"], spec["seed"], data["status"], data.get("error"),
-                read_evaluations(path.parent), read_shifts(path.parent),
+                read_evaluations(path.parent), read_shifts(path.parent), spec.get("n_timesteps"),
             )  # fmt: skip
             key = (*trial.group, trial.seed)
             if key in trials:
@@ -192,32 +193,35 @@ def return_at(trial: Trial, step: float) -> tuple[float, float] | None:
 
 
 def _budgets(trials: Sequence[Trial]) -> list[str]:
-    """Per variant, the return reached after a quarter, half and all of the run's env steps (:data:`BUDGETS` of its
-    ``n_timesteps``): each run's last evaluation at or before that step, IQM and mean over runs with 95% CIs."""
+    """Per variant, the return reached after a quarter and half of each run's ``n_timesteps`` (:data:`BUDGETS`; its
+    last evaluation at or before that step) and at its end (its final evaluation), IQM and mean over runs with 95%
+    CIs."""
     lines = [
         "", "## Learning speed: the return reached at fixed budgets", "",
-        "Each run's last evaluation at or before the budget (the column `evaluated at` gives its env step; evaluations "
-        "are every `eval_freq` steps, so a budget between two evaluations uses the earlier one).", "",
+        "A quarter and half of each run's env steps: its last evaluation at or before that step (`evaluated at` gives "
+        "the steps; evaluations come every `eval_freq` steps, so a budget between two uses the earlier one). All of "
+        "them: its final evaluation.", "",
         "| algo | env | variant | budget (env steps) | evaluated at | runs | return IQM [95% CI] | return mean [95% CI] |",
         "|---|---|---|---:|---|---:|---|---|",
     ]  # fmt: skip
     rows = 0
     for (algo, env_id, variant), group in _groups(trials).items():
         done = [t for t in group if t.status == "finished"]
-        if not done:
-            continue
-        length = max(t.final["env_step"] for t in done)
         for fraction in BUDGETS:
-            budget = length if fraction == 1.0 else fraction * length
-            reached = [r for t in done if (r := return_at(t, budget)) is not None]
+            budgets = [(t.n_timesteps or t.final["env_step"]) * fraction for t in done]
+            if fraction == 1.0:
+                reached = [(t.final["env_step"], t.final["eval_return_mean"]) for t in done]
+            else:
+                reached = [r for t, b in zip(done, budgets, strict=True) if (r := return_at(t, b)) is not None]
             if not reached:
                 continue
             scores = np.array([[value] for _, value in reached])
             point, low, high = bootstrap_ci(scores, iqm)
             mean, mean_low, mean_high = bootstrap_ci(scores, np.mean)
+            budget = "/".join(f"{b:.0f}" for b in sorted(set(budgets)))
             at = "/".join(f"{step:.0f}" for step in sorted({step for step, _ in reached}))
             lines.append(
-                f"| {algo} | {env_id} | {variant} | {budget:.0f} | {at} | {len(reached)} | {point:.4g} [{low:.4g}, "
+                f"| {algo} | {env_id} | {variant} | {budget} | {at} | {len(reached)} | {point:.4g} [{low:.4g}, "
                 f"{high:.4g}] | {mean:.4g} [{mean_low:.4g}, {mean_high:.4g}] |"
             )
             rows += 1

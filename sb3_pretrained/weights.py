@@ -147,13 +147,6 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     :raises CheckpointMismatchError: the file is not a readable checkpoint, or a tensor holds NaN or infinite values
     """
     path = Path(path).expanduser()
-    if not path.is_file() and str(path).lower() in BOOLEAN_WORDS:
-        flag = BOOLEAN_WORDS[str(path).lower()]
-        raise WeightsNotFoundError(
-            f"pretrained={str(path)!r} is a string, read as a weight file path, and no such file exists. For "
-            f"{'pretrained weights' if flag else 'random initialization'} pass the boolean: pretrained={flag} in Python, "
-            f"pretrained: {str(flag).lower()} in YAML (unquoted)."
-        )
     if not path.is_file():
         raise WeightsNotFoundError(
             f"Weight file '{path}' does not exist. Pass the path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file."

@@ -32,6 +32,20 @@ def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_p
     assert path.read_text() == "new" and [p.name for p in path.parent.iterdir()] == ["model.zip"]
 
 
+def test_the_next_write_removes_what_killed_writers_left(tmp_path):
+    dead = multiprocessing.get_context("fork").Process(target=int)
+    dead.start()
+    dead.join()  # a pid that no longer runs
+    path = tmp_path / "model.zip"
+    killed = tmp_path / f".model.{dead.pid}-0.tmp.zip"
+    running = tmp_path / f".model.{os.getppid()}-3.tmp.zip"  # a writer that may still finish
+    other = tmp_path / f".other.{dead.pid}-0.tmp.zip"  # another destination's
+    for leftover in (killed, running, other):
+        leftover.write_text("half")
+    write_atomic(path, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.zip", running.name, other.name])
+
+
 def test_sb3_saves_go_through_a_temporary_file_inside_the_block_only(tmp_path, monkeypatch):
     env = VecNormalize(make_vec_env("CartPole-v1", n_envs=1))
     ppo = PPO("MlpPolicy", env, n_steps=16, batch_size=16, device="cpu")

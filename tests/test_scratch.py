@@ -24,8 +24,14 @@ def test_shipped_configs_derive_natural_cnn_with_everything_else_equal(tmp_path,
     derived = yaml.safe_load(path.read_text())
     assert list(derived) == list(source)
     for env, entry in derived.items():
-        assert "sb3_pretrained" not in yaml.safe_dump(entry)
-        assert entry["policy"] == "CnnPolicy"
+        kwargs = source[env].get("policy_kwargs")
+        augment = kwargs.get("features_extractor_kwargs", {}).get("augment") if isinstance(kwargs, dict) else None
+        if augment:  # the baseline gets the same training-batch augmentation (ppo's MiniGrid entry)
+            assert entry["policy"] == "sb3_pretrained.policies.NatureCNNActorCriticPolicy"
+            assert entry["policy_kwargs"] == {"features_extractor_kwargs": {"augment": augment}}
+        else:
+            assert "sb3_pretrained" not in yaml.safe_dump(entry)
+            assert entry["policy"] == "CnnPolicy"
         backbone_keys = ("policy", "policy_kwargs", "callback")
         assert {k: v for k, v in entry.items() if k not in backbone_keys} == {
             k: v for k, v in source[env].items() if k not in backbone_keys
@@ -114,9 +120,12 @@ def test_train_variant_scratch_runs(monkeypatch, tmp_path, capsys):
     args = ["train", "--variant", "scratch", "-n", "64", "--no-progress", "--eval-freq", "-1", "--seed", "0"]
     assert main([*args, "--hyperparams", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]) == 0
     from stable_baselines3 import PPO
-    from stable_baselines3.common.torch_layers import NatureCNN
+
+    from sb3_pretrained.augmentation import AugmentedNatureCNN
 
     model = PPO.load(tmp_path / "logs/ppo/MiniGrid-Empty-5x5-v0_1/MiniGrid-Empty-5x5-v0.zip")
-    assert type(model.policy.features_extractor) is NatureCNN
+    extractor = model.policy.features_extractor
+    assert type(extractor) is AugmentedNatureCNN  # the main job's jitter, on SB3's NatureCNN
+    assert extractor.augment is not None and extractor.augment.brightness == 0.3
     assert model.observation_space.shape == (3, 56, 56)  # MiniGrid's RGB view, as the frozen config sees it
     assert (tmp_path / "logs/configs/ppo_scratch.yml").is_file()

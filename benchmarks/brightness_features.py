@@ -1,7 +1,8 @@
 """Why a frozen ImageNet backbone's agent fails on darker frames: how far a brightness change moves its features,
 compared with how far the agent's own moves (a different state) move them.
 
-MiniGrid-Empty-5x5-v0's 56x56 RGB view, as the main job feeds it (frozen efficientnet_lite0, input_size="native",
+MiniGrid-Empty-5x5-v0's 56x56 RGB view, as the main job feeds it, or CarRacing-v3's 96x96 frames (``--env
+carracing``, discrete, random actions as in the first rollouts; frozen efficientnet_lite0, input_size="native",
 ImageNet mean/std). For 200 observations of a random walk, and the same frames at brightness 0.6 (40% darker):
 
 - ``shift / state``: mean ||f(dark x) - f(x)|| over the mean ||f(x_i) - f(x_j)|| between different observations;
@@ -9,10 +10,12 @@ ImageNet mean/std). For 200 observations of a random walk, and the same frames a
 - the same for the preprocessed input itself (what the backbone receives) and for SB3's NatureCNN at init.
 
     python benchmarks/brightness_features.py > docs/learning/brightness_features.jsonl
+    python benchmarks/brightness_features.py --env carracing > docs/learning/brightness_features_carracing.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import gymnasium as gym
@@ -28,16 +31,26 @@ from sb3_pretrained.shifts import shift_pixels
 FACTOR = 0.6
 
 
-def observations(count: int = 200) -> np.ndarray:
-    env = ImgObsWrapper(RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"), tile_size=8))
+def observations(env_name: str, count: int = 200) -> np.ndarray:
+    if env_name == "carracing":
+        # Every 2nd frame after CarRacing's 50-frame zoom-in (the shipped config skips 2; the zoom is not driving).
+        env, actions, skip, settle = gym.make("CarRacing-v3", continuous=False), 5, 2, 50
+    else:
+        minigrid_env = RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"), tile_size=8)
+        env, actions, skip, settle = ImgObsWrapper(minigrid_env), 3, 1, 0
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
+    for _ in range(settle):
+        obs, *_ = env.step(0)
     frames = []
     while len(frames) < count:
         frames.append(obs)
-        obs, _, terminated, truncated, _ = env.step(int(rng.integers(3)))
-        if terminated or truncated:
-            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+        for _ in range(skip):
+            obs, _, terminated, truncated, _ = env.step(int(rng.integers(actions)))
+            if terminated or truncated:
+                obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+                for _ in range(settle):
+                    obs, *_ = env.step(0)
     return np.stack(frames)
 
 
@@ -52,13 +65,17 @@ def compare(name: str, embed, bright: torch.Tensor, dark: torch.Tensor, **extra)
 
 
 def main() -> None:
-    frames = observations()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", choices=["minigrid", "carracing"], default="minigrid")
+    args = parser.parse_args()
+    frames = observations(args.env)
+    shape = (3, *frames.shape[1:3])
     dark_frames = np.stack([shift_pixels(f, (("brightness", FACTOR),)) for f in frames])
     bright = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     dark = torch.from_numpy(dark_frames).permute(0, 3, 1, 2).float() / 255
-    encoder = BackboneEncoder((3, 56, 56), "efficientnet_lite0", input_size="native", amp=False).eval()
+    encoder = BackboneEncoder(shape, "efficientnet_lite0", input_size="native", amp=False).eval()
     torch.manual_seed(0)
-    cnn = NatureCNN(gym.spaces.Box(0, 255, (3, 56, 56), np.uint8)).eval()
+    cnn = NatureCNN(gym.spaces.Box(0, 255, shape, np.uint8)).eval()
     rows = [
         compare("pixels in [0, 1]", lambda x: x, bright, dark),
         compare("backbone input (ImageNet mean/std)", encoder.preprocess, bright, dark),
@@ -66,11 +83,11 @@ def main() -> None:
         compare("NatureCNN at init", cnn, bright, dark),
     ]
     for index in range(len(encoder.backbone.feature_info)):
-        stage = BackboneEncoder((3, 56, 56), "efficientnet_lite0", input_size="native", amp=False, feature_index=index)
+        stage = BackboneEncoder(shape, "efficientnet_lite0", input_size="native", amp=False, feature_index=index)
         rows.append(compare(f"efficientnet_lite0 feature map {index}", stage.eval(), bright, dark,
                             shape=list(stage.feature_shape)))
     for row in rows:
-        print(json.dumps(row), flush=True)
+        print(json.dumps({"env": args.env, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -172,13 +172,14 @@ def test_interrupted_run_saves_says_so_and_fails(monkeypatch, tmp_path, capsys):
 
     learn = PPO.learn
     monkeypatch.setattr(PPO, "learn", lambda self, n, callback=(), **kw: learn(self, n, [*callback, _InterruptAt(40)], **kw))
+    handler = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when started in the background
     assert main(cartpole_train(tmp_path)) == 130
     err = capsys.readouterr().err
     model = tmp_path / "logs" / "ppo" / "CartPole-v1_1" / "CartPole-v1.zip"
     assert "interrupted (SIGINT) after" in err and f"at 40 timesteps; model saved: {model}" in err
     assert f"continue it: the same command with -i {model}" in err
     assert PPO.load(model, device="cpu").num_timesteps == 40
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
 
 
 def test_train_resumes_from_the_newest_model_that_loads(monkeypatch, tmp_path, capsys):

@@ -238,7 +238,8 @@ def _generalization(trials: Sequence[Trial]) -> list[str]:
     lines = [
         "", "## Generalization: the final agents under held-out visual shifts", "",
         "Each run's final agent, evaluated with the same episodes count and seeds under a shift it never saw "
-        "(`shifts.csv` in its folder). Ratio: mean return under the shift / mean final return without it.", "",
+        "(`shifts.csv` in its folder). Ratio: mean return under the shift / mean final return without it; where that "
+        "mean is not above 0 (an agent no better than the env's worst), a ratio says nothing and is left out (-).", "",
         "| algo | env | variant | shift | runs | return IQM [95% CI] | return mean [95% CI] | ratio to unshifted [95% CI] |",
         "|---|---|---|---|---:|---|---|---|",
     ]  # fmt: skip
@@ -252,14 +253,15 @@ def _generalization(trials: Sequence[Trial]) -> list[str]:
             ratio, ratio_low, ratio_high = _ratio_ci(under[:, 0], base[:, 0])
             lines.append(
                 f"| {algo} | {env_id} | {variant} | `{name}` | {len(runs)} | {point:.4g} [{low:.4g}, {high:.4g}] | "
-                f"{mean:.4g} [{mean_low:.4g}, {mean_high:.4g}] | {ratio:.3g} [{ratio_low:.3g}, {ratio_high:.3g}] |"
+                f"{mean:.4g} [{mean_low:.4g}, {mean_high:.4g}] | "
+                + ("- |" if np.isnan(ratio) else f"{ratio:.3g} [{ratio_low:.3g}, {ratio_high:.3g}] |")
             )
     return lines
 
 
 def _ratio_ci(under: np.ndarray, base: np.ndarray, reps: int = REPS, seed: int = 0) -> tuple[float, float, float]:
     """mean(under) / mean(base) over runs, with a 95% percentile bootstrap CI resampling runs (pairs kept)."""
-    if base.mean() == 0:  # no run scored without the shift: there is nothing to keep
+    if base.mean() <= 0:  # a ratio of returns that are not positive means nothing (-40 -> -30 is no "0.75 kept")
         return float("nan"), float("nan"), float("nan")
     index = np.random.default_rng(seed).integers(0, len(base), size=(reps, len(base)))
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -126,6 +126,17 @@ def test_generalization_table_from_shift_files(tmp_path):
     assert "| 1 [1, 1] |" in color_row
 
 
+def test_no_ratio_for_agents_whose_return_is_not_positive(tmp_path):
+    for seed, (final, shifted) in enumerate([(-40.0, -30.0), (-50.0, -35.0)]):
+        path = fake_trial(tmp_path, "frozen", seed, [-45.0, final])
+        (path / "shifts.csv").write_text(
+            f"shift,env_step,eval_return_mean,eval_return_std,eval_episodes\nbrightness=0.6,200,{shifted},1,3\n"
+        )
+    summary = results.summary_markdown(results.read_trials([tmp_path]), [tmp_path])
+    row = next(line for line in summary.splitlines() if "`brightness=0.6`" in line)
+    assert row.split("|")[-2].strip() == "-" and "| -32.5 [" in row  # the returns are still shown
+
+
 def test_return_at_a_quarter_half_and_all_of_the_budget(tmp_path):
     fake_trial(tmp_path, "frozen", 0, [1.0, 2.0, 3.0, 4.0])  # evaluations at 100, 200, 300, 400 env steps
     fake_trial(tmp_path, "frozen", 1, [3.0, 6.0, 9.0, 12.0])

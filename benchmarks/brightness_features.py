@@ -7,6 +7,9 @@ ImageNet mean/std). For 200 observations of a random walk, and the same frames a
 
 - ``shift / state``: mean ||f(dark x) - f(x)|| over the mean ||f(x_i) - f(x_j)|| between different observations;
 - ``cosine``: mean cosine similarity of f(x) and f(dark x);
+- ``std``: the features' standard deviation (their scale, what the trainable head receives), and
+  ``median_dim_std``: the median over feature dimensions of each one's standard deviation across the observations
+  (about 0: most dimensions do not change from one observation to the next);
 - the same for the preprocessed input itself (what the backbone receives) and for SB3's NatureCNN at init.
 
     python benchmarks/brightness_features.py > docs/learning/brightness_features.jsonl
@@ -61,7 +64,8 @@ def compare(name: str, embed, bright: torch.Tensor, dark: torch.Tensor, **extra)
     state = torch.cdist(f, f)[~torch.eye(len(f), dtype=torch.bool)].mean().item()
     cosine = torch.nn.functional.cosine_similarity(f, g).mean().item()
     return {"features": name, "brightness": FACTOR, "shift_over_state": round(shift / state, 3),
-            "cosine": round(cosine, 4), **extra}
+            "cosine": round(cosine, 4), "std": round(f.std().item(), 4),
+            "median_dim_std": round(f.std(dim=0).median().item(), 5), **extra}
 
 
 def main() -> None:

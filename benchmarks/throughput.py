@@ -148,30 +148,33 @@ def backbone_encoders(model) -> list:
     return [e.encoder for e in model_extractors(model)] + ([wrapper.encoder] if wrapper is not None else [])
 
 
+def synchronize(device: str) -> None:
+    """Wait for the work queued on a CUDA device, so that the clock sees it (nothing to wait for on a CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def time_spent_in(model, device: str) -> dict[str, float]:
     """Seconds spent, from now on, stepping the raw envs (``env_s``), in our backbones' preprocess + forward passes
     (``backbone_s`` over ``backbone_calls`` calls: the frozen extractor's cache misses, the fast path's wrapper) and
     in the feature cache around them (``cache_s``: hashing rows, gathering hits, storing misses; the misses'
     backbone time is in ``backbone_s`` only), accumulated in place. On CUDA the device is synchronized before and
     after each timed call, so a call is not charged for work queued before it."""
-    import torch
 
     totals: dict[str, float] = {"env_s": 0.0, "backbone_s": 0.0, "backbone_calls": 0, "cache_s": 0.0}
-
-    def synchronize() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
 
     def timed(owner, name: str, key: str) -> None:
         original = getattr(owner, name)
 
         def run(*args, **kwargs):
-            synchronize()
+            synchronize(device)
             start, backbone_before = time.perf_counter(), totals["backbone_s"]
             try:
                 return original(*args, **kwargs)
             finally:
-                synchronize()
+                synchronize(device)
                 seconds = time.perf_counter() - start
                 if key == "cache_s":  # the misses' backbone time counts as backbone time
                     seconds -= totals["backbone_s"] - backbone_before
@@ -206,7 +209,6 @@ def precision_choices(model) -> dict:
 
 
 def run_variant(args) -> dict:
-    import torch
 
     model = build(args.variant, args.algo, args.env, args.size, args.n_envs, args.device, args.buffer_size, args.n_steps,
                   args.grad_checkpointing, args.vec_env)
@@ -215,8 +217,7 @@ def run_variant(args) -> dict:
         model.learn(args.warmup_steps)  # first rollout/compilation out of the timing
     warmup_s = time.perf_counter() - warmup_start
     spent = time_spent_in(model, args.device)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(args.device)
     start, first_step = time.perf_counter(), model.num_timesteps
     if args.seconds_per_variant:
         # Whole rollouts (PPO) or chunks of 512 steps (DQN) until the time is up.
@@ -225,8 +226,7 @@ def run_variant(args) -> dict:
             model.learn(chunk, reset_num_timesteps=False)
     else:
         model.learn(args.timesteps, reset_num_timesteps=False)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(args.device)
     seconds = time.perf_counter() - start
     steps = model.num_timesteps - first_step
     result = {"variant": args.variant, "steps": steps, "seconds": round(seconds, 2), "warmup_s": round(warmup_s, 2),
@@ -289,14 +289,12 @@ def backbone_only(args, batch_sizes) -> list[dict]:
                                 return model(x)
                         for _ in range(3):
                             call()
-                        if cuda:
-                            torch.cuda.synchronize()
+                        synchronize(args.device)
                         iterations, start = 0, time.perf_counter()
                         while time.perf_counter() - start < args.backbone_seconds:
                             call()
                             iterations += 1
-                        if cuda:
-                            torch.cuda.synchronize()
+                        synchronize(args.device)
                         seconds = time.perf_counter() - start
                     results.append({"variant": "backbone_only", "batch": batch, "channels_last": channels_last,
                                     "dtype": dtype, "mode": mode, "img_per_s": round(iterations * batch / seconds, 1),

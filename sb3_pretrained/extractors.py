@@ -92,8 +92,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
     :param model_name: any ``timm.list_models()`` name
     :param frozen: train no backbone weight; the projection head still trains
     :param features_dim: size of the Linear+ReLU projection after pooling (with ``feature_index``: a 1x1 conv to
-        32 channels over the feature map, then Linear+ReLU); ``None`` returns the backbone features as they are
-        (``encoder.output_dim`` values)
+        32 channels over the feature map, then Linear, LayerNorm and Tanh, see :func:`spatial_head`); ``None``
+        returns the backbone features as they are (``encoder.output_dim`` values)
     :param backbone_lr_scale: the backbone's (top stage's) LR as a fraction of the head's, in (0, 1]
     :param layer_decay: each stage below the top trains at this fraction of the stage above (timm's layer-wise
         LR decay), in (0, 1]; None for no decay. Scales take effect through a grouped optimizer
@@ -261,7 +261,15 @@ SPATIAL_HEAD_CHANNELS = 32
 
 def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_dim: int) -> nn.Sequential:
     """The trainable head over flattened feature maps (one per frame, fused): back to (frames x C, H, W), a 1x1
-    convolution to 32 channels that keeps the spatial layout, then Linear+ReLU to ``features_dim``."""
+    convolution to 32 channels that keeps the spatial layout, then Linear, LayerNorm and Tanh to ``features_dim``
+    (the trunk of SAC-AE and DrQ-v2).
+
+    The LayerNorm is there for the scale of pretrained feature maps: efficientnet_lite0's map 2 on CarRacing frames
+    has a standard deviation near 10, and a head ending in Linear+ReLU passed values up to about 50 on to the policy's
+    Tanh MLP, which then saturated (90% of its first layer's units beyond |2|, measured in
+    ``docs/learning.md``): the policy and value nets could hardly learn. After LayerNorm+Tanh the features are in
+    [-1, 1] with unit scale whatever the backbone and layer.
+    """
     channels, height, width = feature_shape
     frames = flat_size // (channels * height * width)
     return nn.Sequential(
@@ -270,7 +278,8 @@ def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_d
         nn.ReLU(),
         nn.Flatten(),
         nn.Linear(SPATIAL_HEAD_CHANNELS * height * width, features_dim),
-        nn.ReLU(),
+        nn.LayerNorm(features_dim),
+        nn.Tanh(),
     )
 
 

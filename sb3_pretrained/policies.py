@@ -23,6 +23,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy
 from sb3_contrib.qrdqn.policies import CnnPolicy as QRDQNCnnPolicy
 from sb3_contrib.tqc.policies import CnnPolicy as TQCCnnPolicy
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 from stable_baselines3.sac.policies import CnnPolicy as SACCnnPolicy
 from stable_baselines3.td3.policies import CnnPolicy as TD3CnnPolicy
@@ -30,13 +31,21 @@ from torch import nn
 
 from sb3_pretrained.augmentation import AugmentedNatureCNN
 from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
+from sb3_pretrained.sb3_internals import nature_cnn_net_arch
 
 
 def _with_default_extractor(base: type[BasePolicy], name: str, algos: str, extractor: type[nn.Module]) -> type:
+    # SB3 gives NatureCNN itself, not a subclass, a policy without hidden layers: give the subclass the same.
+    net_arch = nature_cnn_net_arch(base) if issubclass(extractor, NatureCNN) else None
+
     def __init__(self, *args: Any, features_extractor_class: type[nn.Module] = extractor, **kwargs: Any) -> None:
+        if net_arch is not None and features_extractor_class is extractor and kwargs.get("net_arch") is None:
+            kwargs["net_arch"] = list(net_arch)
         base.__init__(self, *args, features_extractor_class=features_extractor_class, **kwargs)
 
     doc = f"{algos}: SB3's ``{base.__name__}`` with ``features_extractor_class={extractor.__name__}`` by default."
+    if net_arch is not None:
+        doc += f" Without ``net_arch``, the one SB3 gives NatureCNN ({net_arch})."
     return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name})
 
 

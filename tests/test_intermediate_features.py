@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import timm
 import torch
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_pretrained import BackboneEncoder, FrozenBackboneEmbedding, GradualUnfreezing
+from sb3_pretrained import BackboneEncoder, FrozenBackboneEmbedding, GradualUnfreezing, TimmExtractor
 from sb3_pretrained.policies import TimmActorCriticPolicy
 from tests.helpers import TINY_MODEL, image_env
 
@@ -60,3 +61,16 @@ def test_fast_path_stores_the_feature_map():
     assert wrapper.reset().nbytes == 2 * 2 * channels * height * width  # one byte per value, per frame, per env
     with pytest.raises(ValueError, match="feature_range"):
         FrozenBackboneEmbedding(venv, TINY_MODEL, pretrained=False, feature_index=2, dtype="uint8")
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_spatial_head_gives_the_policy_unit_scale_features_whatever_the_maps_scale(scale):
+    # Pretrained maps can have a standard deviation near 10 (efficientnet_lite0's map 2 on CarRacing): a head that
+    # passed their scale on saturated the policy's Tanh MLP. Features leave the head in [-1, 1], about unit scale.
+    extractor = TimmExtractor(spaces.Box(0, 255, (3, 32, 32), np.uint8), TINY_MODEL, pretrained=False, frozen=True,
+                              input_size=32, feature_index=2, frame_stack=1, features_dim=64)
+    obs = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        features = extractor.head(extractor.encoder(obs) * scale)
+    assert features.abs().max() <= 1.0
+    assert 0.3 < features.std() < 1.0

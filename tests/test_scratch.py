@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from rl_zoo3.utils import ALGOS as ZOO_ALGOS
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 
 import sb3_pretrained
-from sb3_pretrained import zoo
+from sb3_pretrained import policies, zoo
+from sb3_pretrained.augmentation import AugmentedNatureCNN
 from sb3_pretrained.cli import main
 from sb3_pretrained.scratch import scratch_entry, variant_config, write_scratch_config
+from tests.helpers import image_env
 
 ALGOS = ("ppo", "a2c", "dqn", "qrdqn", "sac")
 
@@ -129,3 +132,19 @@ def test_train_variant_scratch_runs(monkeypatch, tmp_path, capsys):
     assert extractor.augment is not None and extractor.augment.brightness == 0.3
     assert model.observation_space.shape == (3, 56, 56)  # MiniGrid's RGB view, as the frozen config sees it
     assert (tmp_path / "logs/configs/ppo_scratch.yml").is_file()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "qrdqn", "sac"])
+def test_augmented_nature_cnn_policy_has_cnn_policys_architecture(algo):
+    # SB3 gives NatureCNN itself no hidden layers before the heads (net_arch=[]) and any other extractor a [64, 64] MLP;
+    # the augmented scratch baseline must be plain CnnPolicy's network plus the augmentation, nothing else.
+    augmented = {"ppo": policies.NatureCNNActorCriticPolicy, "dqn": policies.NatureCNNDQNPolicy,
+                 "qrdqn": policies.NatureCNNQRDQNPolicy, "sac": policies.NatureCNNSACPolicy}[algo]
+    env = image_env(discrete=algo != "sac", size=64)
+    kwargs = dict(buffer_size=100) if algo != "ppo" else {}
+    plain = ZOO_ALGOS[algo]("CnnPolicy", env, device="cpu", seed=0, **kwargs).policy
+    jittered = ZOO_ALGOS[algo](augmented, env, device="cpu", seed=0, policy_kwargs=dict(
+        features_extractor_kwargs=dict(augment={"shift": 4})), **kwargs).policy
+    shapes = lambda policy: {name: tuple(p.shape) for name, p in policy.state_dict().items()}  # noqa: E731
+    assert shapes(jittered) == shapes(plain)
+    assert all(m.augment is not None for m in jittered.modules() if isinstance(m, AugmentedNatureCNN))

@@ -265,10 +265,10 @@ def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_d
     (the trunk of SAC-AE and DrQ-v2).
 
     The LayerNorm is there for the scale of pretrained feature maps: efficientnet_lite0's map 2 on CarRacing frames
-    has a standard deviation near 10, and a head ending in Linear+ReLU passed values up to about 50 on to the policy's
-    Tanh MLP, which then saturated (90% of its first layer's units beyond |2|, measured in
-    ``docs/learning.md``): the policy and value nets could hardly learn. After LayerNorm+Tanh the features are in
-    [-1, 1] with unit scale whatever the backbone and layer.
+    has a standard deviation near 10, and a head ending in Linear+ReLU passed values up to about 40 on to the
+    policy's Tanh MLP, which then saturated (89% of its first layer's units beyond |2|, 1.5% with this head;
+    ``benchmarks/head_saturation.py``): the policy and value nets could hardly learn. After LayerNorm+Tanh the
+    features are in [-1, 1] with unit scale whatever the backbone and layer.
     """
     channels, height, width = feature_shape
     frames = flat_size // (channels * height * width)

@@ -29,7 +29,7 @@ def test_shipped_configs_derive_natural_cnn_with_everything_else_equal(tmp_path,
     for env, entry in derived.items():
         kwargs = source[env].get("policy_kwargs")
         augment = kwargs.get("features_extractor_kwargs", {}).get("augment") if isinstance(kwargs, dict) else None
-        if augment:  # the baseline gets the same training-batch augmentation (ppo's MiniGrid entry)
+        if augment:  # the baseline gets the same training-batch augmentation
             assert entry["policy"] == "sb3_pretrained.policies.NatureCNNActorCriticPolicy"
             assert entry["policy_kwargs"] == {"features_extractor_kwargs": {"augment": augment}}
         else:
@@ -124,12 +124,11 @@ def test_train_variant_scratch_runs(monkeypatch, tmp_path, capsys):
     assert main([*args, "--hyperparams", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]) == 0
     from stable_baselines3 import PPO
 
-    from sb3_pretrained.augmentation import AugmentedNatureCNN
+    from stable_baselines3.common.torch_layers import NatureCNN
 
     model = PPO.load(tmp_path / "logs/ppo/MiniGrid-Empty-5x5-v0_1/MiniGrid-Empty-5x5-v0.zip")
-    extractor = model.policy.features_extractor
-    assert type(extractor) is AugmentedNatureCNN  # the main job's jitter, on SB3's NatureCNN
-    assert extractor.augment is not None and extractor.augment.brightness == 0.3
+    assert type(model.policy.features_extractor) is NatureCNN
+    assert model.policy.net_arch == []  # CnnPolicy's own network: NatureCNN straight into the action and value heads
     assert model.observation_space.shape == (3, 56, 56)  # MiniGrid's RGB view, as the frozen config sees it
     assert (tmp_path / "logs/configs/ppo_scratch.yml").is_file()
 

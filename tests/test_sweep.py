@@ -149,15 +149,15 @@ def test_sweep_killed_resumes_and_reports(tmp_path):
     assert f"| ppo | {ENV} | broken | 0 | 2 | 0 |" in summary and "no_such_argument" in summary
     assert (sweep / "curves.png").stat().st_size > 10_000
 
-    # scratch is SB3's NatureCNN (with the shipped entry's jitter) on the same observations as frozen
+    # scratch is SB3's NatureCNN on the same observations as frozen (the shipped entry: feature map 2)
     from stable_baselines3 import PPO
 
     scratch, frozen = (
         PPO.load(sorted((sweep / f"{v}_seed0" / "ppo").glob(f"{ENV}_*"))[-1] / f"{ENV}.zip") for v in ("scratch", "frozen")
     )
-    assert type(scratch.policy.features_extractor).__name__ == "AugmentedNatureCNN"
+    assert type(scratch.policy.features_extractor).__name__ == "NatureCNN"
     assert type(frozen.policy.features_extractor).__name__ == "TimmExtractor"
-    assert scratch.policy.features_extractor.augment.brightness == frozen.policy.features_extractor.encoder.augment.brightness
+    assert frozen.policy.features_extractor.encoder.feature_shape is not None
     assert scratch.observation_space == frozen.observation_space
 
     # The report from the trial folders alone, split as if they came from two machines.

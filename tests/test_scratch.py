@@ -123,7 +123,6 @@ def test_train_variant_scratch_runs(monkeypatch, tmp_path, capsys):
     args = ["train", "--variant", "scratch", "-n", "64", "--no-progress", "--eval-freq", "-1", "--seed", "0"]
     assert main([*args, "--hyperparams", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]) == 0
     from stable_baselines3 import PPO
-
     from stable_baselines3.common.torch_layers import NatureCNN
 
     model = PPO.load(tmp_path / "logs/ppo/MiniGrid-Empty-5x5-v0_1/MiniGrid-Empty-5x5-v0.zip")

@@ -3,7 +3,7 @@
 from sb3_pretrained.backbones import Stage, backbone_stages, create_backbone
 from sb3_pretrained.callbacks import GradualUnfreezing, LRWarmup
 from sb3_pretrained.encoder import BackboneEncoder
-from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
+from sb3_pretrained.extractors import FeatureMapExtractor, TimmExtractor, TimmMultiInputExtractor
 from sb3_pretrained.optim import grouped
 from sb3_pretrained.sb3_internals import apply_fixes
 from sb3_pretrained.tensorboard import BackboneInputLogger
@@ -20,6 +20,7 @@ __all__ = [
     "BackboneImage",
     "BackboneInputLogger",
     "CheckpointMismatchError",
+    "FeatureMapExtractor",
     "FrozenBackboneEmbedding",
     "GradualUnfreezing",
     "LRWarmup",

@@ -283,6 +283,45 @@ def spatial_head(feature_shape: tuple[int, int, int], flat_size: int, features_d
     )
 
 
+class FeatureMapExtractor(BaseFeaturesExtractor):
+    """The policy's extractor for the fast path's stored feature maps (:class:`~sb3_pretrained.FrozenBackboneEmbedding`
+    with ``feature_index``): the same spatial head as :class:`TimmExtractor` over a map (:func:`spatial_head`), on
+    the flat embeddings the wrapper gives. Without it an ``MlpPolicy`` reads the raw map, whose scale (a standard
+    deviation near 10 for efficientnet_lite0's map 2) saturates its Tanh MLP.
+
+    :param observation_space: the wrapper's space: ``frames x C*H*W`` floats, or ``(1, frames, C*H*W)`` uint8 codes
+        (SB3 scales those to [0, 1])
+    :param feature_shape: ``[C, H, W]`` of one frame's map: the wrapper's ``encoder.feature_shape`` (efficientnet_lite0,
+        level 2: ``[40, 7, 7]`` at 56 px, ``[40, 12, 12]`` at 96 px)
+    :param features_dim: output size of the head
+    """
+
+    def __init__(self, observation_space: spaces.Box, feature_shape: Sequence[int], features_dim: int = 256) -> None:
+        if not (
+            isinstance(feature_shape, Sequence)
+            and len(feature_shape) == 3
+            and all(_is_number(v, integral=True) and v >= 1 for v in feature_shape)
+        ):
+            raise ValueError(
+                f"feature_shape must be [C, H, W], three positive ints (the wrapper's encoder.feature_shape), "
+                f"got {feature_shape!r}."
+            )
+        channels, height, width = (int(v) for v in feature_shape)
+        flat_size = int(np.prod(observation_space.shape))
+        if flat_size % (channels * height * width):
+            raise ValueError(
+                f"Observations of {flat_size} values are not whole feature maps of shape {list(feature_shape)} "
+                f"({channels * height * width} values each). Give feature_shape as FrozenBackboneEmbedding's "
+                "encoder.feature_shape, and use this extractor only on a wrapper built with feature_index."
+            )
+        super().__init__(observation_space, features_dim)
+        self.flatten = nn.Flatten()
+        self.head = spatial_head((channels, height, width), flat_size, features_dim)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.flatten(observations))
+
+
 def _state_dict_before_the_encoder(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """Models saved before the encoder existed keep the backbone under ``<prefix>backbone.``: move it."""
     old = f"{prefix}backbone."

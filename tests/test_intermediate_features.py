@@ -10,7 +10,13 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_pretrained import BackboneEncoder, FrozenBackboneEmbedding, GradualUnfreezing, TimmExtractor
+from sb3_pretrained import (
+    BackboneEncoder,
+    FeatureMapExtractor,
+    FrozenBackboneEmbedding,
+    GradualUnfreezing,
+    TimmExtractor,
+)
 from sb3_pretrained.policies import TimmActorCriticPolicy
 from tests.helpers import TINY_MODEL, image_env
 
@@ -74,3 +80,32 @@ def test_spatial_head_gives_the_policy_unit_scale_features_whatever_the_maps_sca
         features = extractor.head(extractor.encoder(obs) * scale)
     assert features.abs().max() <= 1.0
     assert 0.3 < features.std() < 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_fast_path_feature_maps_get_the_spatial_head_in_the_policy(dtype, tmp_path):
+    venv = DummyVecEnv([lambda: image_env()] * 2)
+    wrapper = FrozenBackboneEmbedding(venv, TINY_MODEL, pretrained=False, input_size="native", feature_index=2,
+                                      frame_stack=2, dtype=dtype, feature_range=[-8, 8] if dtype == "uint8" else None)
+    shape = list(wrapper.encoder.feature_shape)
+    model = PPO("MlpPolicy", wrapper, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu", policy_kwargs=dict(
+        features_extractor_class=FeatureMapExtractor, features_extractor_kwargs=dict(feature_shape=shape)))
+    extractor = model.policy.features_extractor
+    assert extractor.head[0].unflattened_size == (2 * shape[0], shape[1], shape[2])  # both frames' maps, spatial
+    model.learn(64)
+    obs = wrapper.reset()
+    with torch.no_grad():
+        features = model.policy.extract_features(model.policy.obs_to_tensor(obs)[0], extractor)
+    assert features.abs().max() <= 1.0  # unit scale for the policy's Tanh MLP, whatever the map's scale
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "model.zip")
+    after, _ = PPO.load(tmp_path / "model.zip", device="cpu").predict(obs, deterministic=True)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_feature_map_extractor_refuses_a_shape_that_does_not_fit():
+    space = spaces.Box(-np.inf, np.inf, (2 * 40 * 7 * 7,), np.float32)
+    with pytest.raises(ValueError, match=r"not whole feature maps of shape \[40, 12, 12\].*encoder.feature_shape"):
+        FeatureMapExtractor(space, feature_shape=[40, 12, 12])
+    with pytest.raises(ValueError, match=r"feature_shape must be \[C, H, W\]"):
+        FeatureMapExtractor(space, feature_shape=1960)

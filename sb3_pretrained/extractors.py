@@ -195,6 +195,8 @@ class TimmExtractor(KeepsEncoderOnApply, BaseFeaturesExtractor):
         self.trainable_stages = 0
         self.set_trainable_stages(0 if frozen else len(self.stages))
         self._register_load_state_dict_pre_hook(_state_dict_before_the_encoder)
+        if self.encoder.feature_shape is not None and features_dim is not None:
+            self._register_load_state_dict_pre_hook(_refuse_the_old_spatial_head)
 
     @property
     def backbone(self) -> nn.Module:
@@ -287,7 +289,8 @@ class FeatureMapExtractor(BaseFeaturesExtractor):
     """The policy's extractor for the fast path's stored feature maps (:class:`~sb3_pretrained.FrozenBackboneEmbedding`
     with ``feature_index``): the same spatial head as :class:`TimmExtractor` over a map (:func:`spatial_head`), on
     the flat embeddings the wrapper gives. Without it an ``MlpPolicy`` reads the raw map, whose scale (a standard
-    deviation near 10 for efficientnet_lite0's map 2) saturates its Tanh MLP.
+    deviation near 10 for efficientnet_lite0's map 2) saturates its Tanh MLP at initialization (measured on
+    CarRacing; on MiniGrid it learned anyway, ``benchmarks/fast_path_maps.py``).
 
     :param observation_space: the wrapper's space: ``frames x C*H*W`` floats, or ``(1, frames, C*H*W)`` uint8 codes
         (SB3 scales those to [0, 1])
@@ -320,6 +323,18 @@ class FeatureMapExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.head(self.flatten(observations))
+
+
+def _refuse_the_old_spatial_head(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A spatial head saved before 57de850 ended in Linear+ReLU (no LayerNorm): loading it into today's head would
+    leave an untrained LayerNorm and Tanh in place of ReLU, and SB3's lenient reload (``strict=False``) would do so
+    silently. Refuse it."""
+    if f"{prefix}head.4.weight" in state_dict and f"{prefix}head.5.weight" not in state_dict:
+        raise ValueError(
+            "This model was saved with the feature-map head of sb3-pretrained before commit 57de850 (1x1 conv, "
+            "Linear, ReLU); the head now ends in Linear, LayerNorm, Tanh, so its weights cannot be loaded into it. "
+            "Load it with the version that saved it, or train it again."
+        )
 
 
 def _state_dict_before_the_encoder(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

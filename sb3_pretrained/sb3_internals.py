@@ -52,11 +52,13 @@ Each item, the version it was checked against, and the test that fails if a rele
    :func:`give_eval_envs_the_config_kwargs` (``tests/test_trial.py``).
 
 10. **A policy's default ``net_arch`` depends on ``features_extractor_class == NatureCNN``** (equality, not
-    subclass): SB3 puts no hidden layer between NatureCNN and the action/value (or Q) heads, but a [64, 64] Tanh MLP
-    after any other extractor (``ActorCriticPolicy``, DQN's and sb3-contrib's QR-DQN and maskable policies; TD3
-    [256, 256] against [400, 300]; SAC does not single NatureCNN out). :func:`nature_cnn_net_arch` gives a NatureCNN
-    subclass (:class:`~sb3_pretrained.augmentation.AugmentedNatureCNN`) the architecture NatureCNN gets, so the
-    augmented scratch baseline differs from plain ``CnnPolicy`` in the augmentation only. Checked: SB3 2.9.2,
+    subclass): SB3 puts no hidden layer between NatureCNN and the action/value (or Q) heads, but a [64, 64] MLP
+    after any other extractor (Tanh in ``ActorCriticPolicy`` and sb3-contrib's maskable policies, ReLU in DQN's and
+    QR-DQN's; TD3 [256, 256] against [400, 300]; SAC does not single NatureCNN out). :func:`nature_cnn_net_arch`
+    gives a NatureCNN subclass (:class:`~sb3_pretrained.augmentation.AugmentedNatureCNN`) the architecture NatureCNN
+    gets, so the augmented scratch baseline differs from plain ``CnnPolicy`` in the augmentation only. Models of a
+    ``NatureCNN*Policy`` saved before 57de850 kept SB3's [64, 64] and do not load since (unexpected
+    ``mlp_extractor`` keys). Checked: SB3 2.9.2,
     sb3-contrib 2.9.2. Test: ``tests/test_scratch.py::test_augmented_nature_cnn_policy_has_cnn_policys_architecture``.
 
 Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
@@ -134,12 +136,13 @@ def shared_feature_cache(config: dict[str, Any], capacity: int) -> FeatureCache:
 def nature_cnn_net_arch(policy_class: type[BasePolicy]) -> list[int] | None:
     """The ``net_arch`` that ``policy_class`` picks by default for SB3's NatureCNN (item 10); None where it picks the
     same for every extractor."""
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
     from sb3_contrib.qrdqn.policies import QRDQNPolicy
     from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.dqn.policies import DQNPolicy
     from stable_baselines3.td3.policies import TD3Policy
 
-    if issubclass(policy_class, (ActorCriticPolicy, DQNPolicy, QRDQNPolicy)):
+    if issubclass(policy_class, (ActorCriticPolicy, MaskableActorCriticPolicy, DQNPolicy, QRDQNPolicy)):
         return []
     if issubclass(policy_class, TD3Policy):
         return [256, 256]

@@ -109,3 +109,14 @@ def test_feature_map_extractor_refuses_a_shape_that_does_not_fit():
         FeatureMapExtractor(space, feature_shape=[40, 12, 12])
     with pytest.raises(ValueError, match=r"feature_shape must be \[C, H, W\]"):
         FeatureMapExtractor(space, feature_shape=1960)
+
+
+def test_a_model_saved_with_the_old_relu_head_is_refused_not_loaded_silently(tmp_path):
+    model = PPO(TimmActorCriticPolicy, image_env(), n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(features_extractor_kwargs=dict(model_name=TINY_MODEL, pretrained=False, frozen=True,
+                                                                  input_size=32, feature_index=2, features_dim=64)))
+    state = model.policy.state_dict()
+    for key in [k for k in state if k.startswith("features_extractor.head.5.")]:
+        del state[key]  # what a model saved before 57de850 holds: no LayerNorm after the Linear
+    with pytest.raises(ValueError, match="feature-map head of sb3-pretrained before commit 57de850"):
+        model.policy.load_state_dict(state, strict=False)  # SB3's lenient reload would have taken it

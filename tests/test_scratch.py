@@ -146,3 +146,10 @@ def test_augmented_nature_cnn_policy_has_cnn_policys_architecture(algo):
     shapes = lambda policy: {name: tuple(p.shape) for name, p in policy.state_dict().items()}  # noqa: E731
     assert shapes(jittered) == shapes(plain)
     assert all(m.augment is not None for m in jittered.modules() if isinstance(m, AugmentedNatureCNN))
+
+
+def test_nature_cnn_policy_keeps_a_net_arch_given():
+    policy = ZOO_ALGOS["ppo"](policies.NatureCNNActorCriticPolicy, image_env(size=64), device="cpu", seed=0,
+                              policy_kwargs=dict(net_arch=[32])).policy
+    assert policy.net_arch == [32]
+    assert isinstance(policy.features_extractor, AugmentedNatureCNN)

@@ -52,6 +52,7 @@ class Trial:
     evaluations: list[dict[str, float]]
     shifts: list[dict[str, Any]] = field(default_factory=list)
     n_timesteps: int | None = None  # the env steps the run was asked for (its spec)
+    starts: list[dict[str, Any]] = field(default_factory=list)  # trial.json's starts: time, env step, code, machine
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -60,6 +61,15 @@ class Trial:
     @property
     def final(self) -> dict[str, float]:
         return self.evaluations[-1]
+
+
+def _starts(trial: Trial) -> str:
+    """Each start of a run as ``<env step> @ <commit>``, for the report's table of runs."""
+    def code(start: dict[str, Any]) -> str:
+        commit = start.get("commit")
+        return "?" if not commit else commit[:7] + ("*" if start.get("source_modified") else "")
+
+    return ", ".join(f"{int(start.get('env_step', 0))} @ {code(start)}" for start in trial.starts)
 
 
 def read_trials(folders: Sequence[str | Path]) -> list[Trial]:
@@ -77,7 +87,7 @@ def read_trials(folders: Sequence[str | Path]) -> list[Trial]:
             spec = data["spec"]
             trial = Trial(
                 path.parent, spec["algo"], spec["env_id"], spec["variant"], spec["seed"], data["status"], data.get("error"),
-                read_evaluations(path.parent), read_shifts(path.parent), spec.get("n_timesteps"),
+                read_evaluations(path.parent), read_shifts(path.parent), spec.get("n_timesteps"), data.get("starts", []),
             )  # fmt: skip
             key = (*trial.group, trial.seed)
             if key in trials:
@@ -171,12 +181,14 @@ def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> 
         else:
             row += " | | | |"
         lines.append(row)
-    lines += ["", "## Runs", "", "| algo | env | variant | seed | status | env steps | final return | wall-clock (s) |"]
-    lines.append("|---|---|---|---:|---|---:|---:|---:|")
+    lines += ["", "## Runs", "", "Starts: the env step each start of the run began at, and the commit of its code (`*`: with "
+              "uncommitted changes to the package; `?`: not recorded, trials before the commit that added it).", "",
+              "| algo | env | variant | seed | status | env steps | final return | wall-clock (s) | starts |"]
+    lines.append("|---|---|---|---:|---|---:|---:|---:|---|")
     for t in trials:
         last = t.evaluations[-1] if t.evaluations else None
         numbers = f"{int(last['env_step'])} | {last['eval_return_mean']:.4g} | {last['wall_clock_s']:.1f}" if last else "| |"
-        lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} |")
+        lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} | {_starts(t)} |")
     lines += _budgets(trials)
     lines += _generalization(trials)
     errors = [t for t in trials if t.status == "error"]

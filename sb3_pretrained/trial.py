@@ -4,7 +4,8 @@ A trial knows nothing of Ray: :func:`run_trial` trains in the calling process an
 ``report`` function (``ray.tune.report`` in a sweep). Everything it produces is a plain file in its folder, which
 is the source of truth for resuming and for the report (:mod:`sb3_pretrained.results`):
 
-- ``trial.json``: what was asked (:class:`TrialSpec`) and what happened (status, error, one entry per start);
+- ``trial.json``: what was asked (:class:`TrialSpec`) and what happened (status, error, one entry per start, each
+  with the code and machine it ran on: :func:`provenance`);
 - ``evaluations.csv``: one row per evaluation (env step, wall-clock seconds, eval return mean/std, episodes);
 - ``checkpoint.json`` -> ``checkpoints/<step>/``: the latest checkpoint, laid out as rl_zoo3's ``-i`` reads it
   (``model.zip``, ``replay_buffer.pkl`` for off-policy algorithms, ``<env>/vecnormalize.pkl`` with ``normalize``);
@@ -33,7 +34,10 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
+import platform
 import shutil
+import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -122,6 +126,48 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def code_revision(source: Path) -> dict[str, Any]:
+    """The git commit that ``source`` (a directory of a git checkout) is at, and whether its files differ from that
+    commit (``source_modified``: uncommitted changes under ``source`` only, so that edits elsewhere in the checkout,
+    docs or results, do not count); both None when ``source`` is not in a git checkout or git is not installed."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "source_modified": None}
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"commit": commit.strip(), "source_modified": None if changes is None else bool(changes.strip())}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def provenance() -> dict[str, Any]:
+    """What a start of a trial ran: the code (``sb3_pretrained``'s commit when it is installed from a git checkout,
+    see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores, GPU if any)."""
+    import torch
+
+    import sb3_pretrained
+
+    return {
+        **code_revision(Path(sb3_pretrained.__file__).parent),
+        "sb3_pretrained": sb3_pretrained.__version__,
+        "torch": torch.__version__,
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
 class _TrialState:
     """``trial.json``: the spec, the status (running / finished / error) and the starts."""
 
@@ -155,7 +201,8 @@ def run_trial(spec: TrialSpec, folder: str | Path, report: Callable[[dict[str, f
     start_step = checkpoint["env_step"] if checkpoint else 0
     # Evaluations after the checkpoint belong to the lost part of the run; they are taken again.
     _write_evaluations(folder, [row for row in read_evaluations(folder) if row["env_step"] <= start_step])
-    state.update(status="running", error=None, starts=[*state.data["starts"], {"time": _now(), "env_step": start_step}])
+    start = {"time": _now(), "env_step": start_step, **provenance()}
+    state.update(status="running", error=None, starts=[*state.data["starts"], start])
     try:
         with atomic_saves():
             final = _train(spec, folder, checkpoint, report)

@@ -18,12 +18,13 @@ from sb3_pretrained.trial import TrialSpec
 
 
 def fake_trial(folder: Path, variant: str, seed: int, returns: list[float], status: str = "finished",
-               error: str | None = None) -> Path:  # fmt: skip
+               error: str | None = None, starts: list[dict] | None = None) -> Path:  # fmt: skip
     """A trial folder as run_trial leaves it: evaluations every 100 env steps with the given mean returns."""
     spec = TrialSpec("ppo", "MiniGrid-Empty-5x5-v0", variant, seed, "configs/x.yml", 100 * len(returns), 100, 3, 3, 100)
     path = folder / spec.name
     path.mkdir(parents=True)
-    (path / "trial.json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "status": status, "error": error}))
+    state = {"spec": dataclasses.asdict(spec), "status": status, "error": error, "starts": starts or []}
+    (path / "trial.json").write_text(json.dumps(state))
     rows = ["env_step,wall_clock_s,eval_return_mean,eval_return_std,eval_episodes"]
     rows += [f"{100 * (i + 1)},{2.0 * (i + 1)},{r},0.5,3" for i, r in enumerate(returns)]
     (path / "evaluations.csv").write_text("\n".join(rows) + "\n")
@@ -151,3 +152,17 @@ def test_return_at_a_quarter_half_and_all_of_the_budget(tmp_path):
     ]  # fmt: skip
     assert rows[1][5].startswith("4 [2, 6]")  # the mean of 2 and 6, resampled over the two runs
     assert rows[2][5].startswith("8 [4, 12]") and rows[3][4].startswith("5 [5, 5]")
+
+
+def test_runs_table_gives_each_start_with_its_commit(tmp_path):
+    fake_trial(tmp_path, "frozen", 0, [0.5, 0.9], starts=[
+        {"env_step": 0, "commit": "0123456789abcdef", "source_modified": False},
+        {"env_step": 100, "commit": "fedcba9876543210", "source_modified": True},
+    ])  # fmt: skip
+    fake_trial(tmp_path, "frozen", 1, [0.5, 0.8], starts=[{"time": "2026-11-26T13:00:00+00:00", "env_step": 0}])
+    assert main(["sweep", "--report", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    runs = summary.split("## Runs")[1].split("\n## ")[0]
+    rows = {line.split("|")[4].strip(): line.split("|")[-2].strip()
+            for line in runs.splitlines() if line.startswith("| ppo |")}  # fmt: skip
+    assert rows == {"0": "0 @ 0123456, 100 @ fedcba9*", "1": "0 @ ?"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import pytest
 import yaml
 
 from sb3_pretrained import zoo
 from sb3_pretrained.shifts import VisualShift
-from sb3_pretrained.trial import TrialSpec, read_evaluations, read_shifts, run_trial
+from sb3_pretrained.trial import TrialSpec, code_revision, read_evaluations, read_json, read_shifts, run_trial
 from tests.helpers import record_eval_env_kwargs
 
 
@@ -26,6 +30,30 @@ def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
     assert read_evaluations(tmp_path / spec.name)[-1]["eval_return_mean"] == final["eval_return_mean"]
     # The shifted frames are what the agent saw, and only in those evaluations.
     assert set(seen) == {(("brightness", 0.6),), (("contrast", 0.5), ("color", 0.0))}
+    # The start records the code and machine it ran on.
+    (start,) = read_json(tmp_path / spec.name / "trial.json")["starts"]
+    assert start["env_step"] == 0 and start["torch"] and "cores" in start["cpu"] and "commit" in start
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_revision_names_the_commit_and_changes_to_the_source_only(tmp_path):
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
+
+    assert code_revision(tmp_path) == {"commit": None, "source_modified": None}  # not a git checkout
+    git("init", "-q")
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "code.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("results\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD").strip()
+    assert code_revision(tmp_path / "package") == {"commit": head, "source_modified": False}
+    (tmp_path / "notes.md").write_text("new results\n")  # outside the source: not a change of the code
+    (tmp_path / "package" / "scratch.txt").write_text("untracked\n")  # untracked: not part of the code
+    assert code_revision(tmp_path / "package") == {"commit": head, "source_modified": False}
+    (tmp_path / "package" / "code.py").write_text("x = 2\n")
+    assert code_revision(tmp_path / "package") == {"commit": head, "source_modified": True}
 
 
 def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):

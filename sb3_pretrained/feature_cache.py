@@ -16,7 +16,8 @@ buffers are fingerprinted with the same hash whenever their version counters mov
 ``load_state_dict``, an in-place edit), and the first time two sharers differ, or one starts training
 (:meth:`FeatureCache.close`), the cache closes for good: weights can flow from one copy to another (a target network
 follows its online network by polyak averaging through ``.data``, which no version counter sees), so a group that
-has split can never be trusted again.
+has split can never be trusted again. One difference is not a split: frozen copies whose weights differ only by the
+rounding of those soft updates (within ``SOFT_UPDATE_RTOL`` relative), as a saved SAC or TD3 shows when loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from torch import nn
 
 _HASH_SEED = 20261125
 _MAX_HASH_ELEMENTS = 1 << 24  # values hashed at once (int32 temporaries of 64 MB)
+#: Relative difference up to which frozen sharers' weights count as the same (soft target update rounding).
+SOFT_UPDATE_RTOL = 1e-5
 _hash_weights: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
@@ -106,7 +109,7 @@ class FeatureCache:
         self.misses = 0
         self.closed = False
         self._sharers: dict[int, _Sharer] = {}
-        self._weights: bytes | None = None  # fingerprint of the weights the stored rows come from
+        self._weights: set[bytes] | None = None  # fingerprints of the weights the stored rows come from
         self.clear()
 
     def __getstate__(self) -> dict:
@@ -127,7 +130,8 @@ class FeatureCache:
         self.clear()
 
     def _check_weights(self, module: nn.Module) -> None:
-        """Fingerprint every sharer whose tensors changed; close when two differ, clear when all moved together."""
+        """Fingerprint every sharer whose tensors changed; close when two differ (beyond soft-update rounding), clear
+        when no sharer holds the weights the stored rows come from any more (they all moved, or left)."""
         known = self._sharers.get(id(module))
         if known is None or known.module() is not module:
             tensors = [*module.parameters(), *module.buffers()]
@@ -142,12 +146,36 @@ class FeatureCache:
                 sharer.state, sharer.key = state, weights_key(owner)
         fingerprints = {sharer.key for sharer in self._sharers.values()}
         if len(fingerprints) > 1:
-            self.close()
-            return
-        fingerprint = fingerprints.pop()
-        if fingerprint != self._weights:
+            if fingerprints != self._weights and not self._differ_by_soft_update_rounding_only():
+                self.close()
+                return
+        if self._weights is None or not fingerprints & self._weights:
             self.clear()
-            self._weights = fingerprint
+        self._weights = fingerprints
+
+    def _differ_by_soft_update_rounding_only(self) -> bool:
+        """Whether the sharers, all frozen, hold the same weights up to the rounding of soft target updates.
+
+        SB3's soft update of a target copy, ``(1 - tau) * w + tau * w`` for a frozen backbone, moves some weights by
+        a rounding step (about 5% of them after 100 updates with tau 0.005), and the drift stays within some tens of
+        float32 steps: the target's features differ from the online copy's by about 1e-6 relative. Version counters
+        do not see these updates (they go through ``.data``), so while training the copies share the cache
+        regardless; this keeps them sharing it after the model is saved and loaded, where the drift shows."""
+        sharers = list(self._sharers.values())
+        reference = sharers[0].tensors
+        for sharer in sharers[1:]:
+            if len(sharer.tensors) != len(reference):
+                return False
+            for tensor, other in zip(sharer.tensors, reference, strict=True):
+                if tensor.requires_grad or other.requires_grad or tensor.shape != other.shape:
+                    return False
+                other = other.to(tensor.device)
+                if not tensor.is_floating_point():
+                    if not torch.equal(tensor, other):
+                        return False
+                elif not torch.allclose(tensor, other, rtol=SOFT_UPDATE_RTOL, atol=1e-12):
+                    return False
+        return True
 
     def clear(self) -> None:
         """Forget every stored row (the hit and miss counters stay)."""

@@ -72,6 +72,35 @@ def test_cache_evicts_first_in_first_out():
         FeatureCache(0)
 
 
+@pytest.mark.parametrize(
+    ("change", "trainable", "shared"),
+    [("rounding", False, True), ("rounding", True, False), ("training step", False, False)],
+)
+def test_frozen_copies_differing_by_soft_update_rounding_share_and_others_do_not(change, trainable, shared):
+    """One rounding step on some weights (what (1 - tau) * w + tau * w leaves) is the same function for frozen
+    copies; a trainable copy or a real weight change is not."""
+    online = torch.nn.Linear(12, 5).requires_grad_(False)
+    target = torch.nn.Linear(12, 5).requires_grad_(trainable)
+    with torch.no_grad():
+        target.load_state_dict(online.state_dict())
+        if change == "rounding":
+            target.weight[0] = torch.nextafter(target.weight[0], torch.full_like(target.weight[0], 9.0))
+        else:
+            target.weight.add_(1e-3)
+    cache, rows = FeatureCache(capacity=100), torch.rand(4, 12)
+    with torch.no_grad():
+        cache.features(rows, online, weights=online)
+        assert cache.active and len(cache) == 4
+        served = cache.features(rows, target, weights=target)
+        if shared:
+            assert cache.active and len(cache) == 4
+            torch.testing.assert_close(served, online(rows), rtol=0, atol=0)  # the stored rows, not recomputed
+            torch.testing.assert_close(served, target(rows), rtol=1e-5, atol=1e-6)
+        else:
+            assert not cache.active
+            torch.testing.assert_close(served, target(rows), rtol=0, atol=0)
+
+
 class BackboneRows:
     """Counts the images that go through a backbone (a forward hook)."""
 
@@ -260,3 +289,27 @@ def backbones_equal(first: torch.nn.Module, second: torch.nn.Module) -> bool:
 def test_bad_feature_cache_argument():
     with pytest.raises(ValueError, match="feature_cache must be a number of rows >= 0"):
         _ppo(-1)
+
+
+def test_a_saved_frozen_sac_shares_its_cache_again_after_loading(tmp_path, tiny_weights):
+    """SB3's soft target update, (1 - tau) * w + tau * w, moves some of a frozen target backbone's weights by a
+    rounding step; after saving and loading the copies must still share one cache, not run the backbone 4 times."""
+    model = _off_policy(SAC, pretrained=str(tiny_weights))
+    model.learn(160)  # 16 gradient steps of soft updates (tau 0.005)
+    target, actor = model.critic_target.features_extractor, model.actor.features_extractor
+    assert not backbones_equal(target.backbone, actor.backbone)  # the rounding drift this is about
+    model.save(tmp_path / "sac.zip")
+    loaded = SAC.load(tmp_path / "sac.zip", device="cpu")
+    extractors = [loaded.actor.features_extractor, loaded.critic.features_extractor,
+                  loaded.critic_target.features_extractor]
+    counts = [BackboneRows(e.backbone) for e in extractors]
+    obs = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        first = extractors[0].forward_backbone(obs)
+        others = [e.forward_backbone(obs) for e in extractors[1:]]
+    assert extractors[0].encoder.feature_cache.active
+    assert [c.rows for c in counts] == [4, 0, 0]
+    for extractor, features in zip(extractors[1:], others, strict=True):
+        torch.testing.assert_close(features, first, rtol=0, atol=0)
+        with torch.no_grad():  # what each copy's own weights give: the same up to the rounding drift
+            torch.testing.assert_close(extractor.encoder.embed(obs), first, rtol=1e-5, atol=1e-6)

@@ -190,6 +190,7 @@ def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> 
         numbers = f"{int(last['env_step'])} | {last['eval_return_mean']:.4g} | {last['wall_clock_s']:.1f}" if last else "| |"
         lines.append(f"| {t.algo} | {t.env_id} | {t.variant} | {t.seed} | {t.status} | {numbers} | {_starts(t)} |")
     lines += _budgets(trials)
+    lines += _evaluations(trials)
     lines += _generalization(trials)
     errors = [t for t in trials if t.status == "error"]
     if errors:
@@ -202,6 +203,34 @@ def return_at(trial: Trial, step: float) -> tuple[float, float] | None:
     """(env step, return) of ``trial``'s last evaluation at or before ``step``; None if it has none."""
     rows = [row for row in trial.evaluations if row["env_step"] <= step]
     return (rows[-1]["env_step"], rows[-1]["eval_return_mean"]) if rows else None
+
+
+def _evaluations(trials: Sequence[Trial]) -> list[str]:
+    """Every evaluation of every run, one row per run and one column per env step, a table per (algo, env): the
+    curves as numbers. The final evaluation (more episodes, after the last step) is its own column."""
+    lines = ["", "## Every evaluation", "",
+             "Mean return of each evaluation (deterministic policy, fixed eval seeds), by env step; `final`: the "
+             "evaluation after the last step."]  # fmt: skip
+    tables = 0
+    for algo, env_id in dict.fromkeys((t.algo, t.env_id) for t in trials):
+        runs = [t for t in trials if (t.algo, t.env_id) == (algo, env_id) and t.evaluations]
+        if not runs:
+            continue
+
+        def periodic(trial: Trial) -> list[dict[str, float]]:
+            return trial.evaluations[:-1] if trial.status == "finished" else trial.evaluations
+
+        steps = sorted({int(row["env_step"]) for t in runs for row in periodic(t)})
+        lines += ["", f"{algo}, {env_id}:", "",
+                  "| variant | seed | status | " + " | ".join(map(str, steps)) + " | final |",
+                  "|---|---:|---|" + "---:|" * (len(steps) + 1)]  # fmt: skip
+        for t in runs:
+            by_step = {int(row["env_step"]): f"{row['eval_return_mean']:.4g}" for row in periodic(t)}
+            final = f"{t.final['eval_return_mean']:.4g}" if t.status == "finished" else ""
+            cells = [by_step.get(step, "") for step in steps] + [final]
+            lines.append(f"| {t.variant} | {t.seed} | {t.status} | " + " | ".join(cells) + " |")
+        tables += 1
+    return lines if tables else []
 
 
 def _budgets(trials: Sequence[Trial]) -> list[str]:

@@ -166,3 +166,14 @@ def test_runs_table_gives_each_start_with_its_commit(tmp_path):
     rows = {line.split("|")[4].strip(): line.split("|")[-2].strip()
             for line in runs.splitlines() if line.startswith("| ppo |")}  # fmt: skip
     assert rows == {"0": "0 @ 0123456, 100 @ fedcba9*", "1": "0 @ ?"}
+
+
+def test_every_evaluation_of_every_run_is_in_the_report(tmp_path):
+    fake_trial(tmp_path, "frozen", 0, [0.1, 0.5, 0.9])
+    fake_trial(tmp_path, "scratch", 3, [0.2, 0.25], status="running")
+    assert main(["sweep", "--report", str(tmp_path)]) == 0
+    section = (tmp_path / "summary.md").read_text().split("## Every evaluation")[1].split("\n## ")[0]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines() if line.startswith("|")]
+    assert table[0] == ["variant", "seed", "status", "100", "200", "final"]
+    # the finished run's last evaluation is its final one; the interrupted run has no final evaluation
+    assert table[2:] == [["frozen", "0", "finished", "0.1", "0.5", "0.9"], ["scratch", "3", "running", "0.2", "0.25", ""]]

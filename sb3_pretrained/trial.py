@@ -129,7 +129,8 @@ def _now() -> str:
 def code_revision(source: Path) -> dict[str, Any]:
     """The git commit that ``source`` (a directory of a git checkout) is at, and whether its files differ from that
     commit (``source_modified``: uncommitted changes under ``source`` only, so that edits elsewhere in the checkout,
-    docs or results, do not count); both None when ``source`` is not in a git checkout or git is not installed."""
+    docs or results, do not count); both None when ``source`` is not tracked in a git checkout (or git is not
+    installed)."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30)
@@ -138,8 +139,8 @@ def code_revision(source: Path) -> dict[str, Any]:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "source_modified": None}
+    if commit is None or not git("ls-files", "--", "."):  # not in a checkout, or a copy the checkout does not track
+        return {"commit": None, "source_modified": None}  # (a non-editable install into a .venv inside the checkout)
     changes = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return {"commit": commit.strip(), "source_modified": None if changes is None else bool(changes.strip())}
 

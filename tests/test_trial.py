@@ -54,6 +54,10 @@ def test_code_revision_names_the_commit_and_changes_to_the_source_only(tmp_path)
     assert code_revision(tmp_path / "package") == {"commit": head, "source_modified": False}
     (tmp_path / "package" / "code.py").write_text("x = 2\n")
     assert code_revision(tmp_path / "package") == {"commit": head, "source_modified": True}
+    # an installed copy that the checkout does not track (site-packages of a .venv inside it) has no commit
+    (tmp_path / ".venv" / "package").mkdir(parents=True)
+    (tmp_path / ".venv" / "package" / "code.py").write_text("x = 3\n")
+    assert code_revision(tmp_path / ".venv" / "package") == {"commit": None, "source_modified": None}
 
 
 def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):

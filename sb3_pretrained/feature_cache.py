@@ -32,8 +32,9 @@ from torch import nn
 
 _HASH_SEED = 20261125
 _MAX_HASH_ELEMENTS = 1 << 24  # values hashed at once (int32 temporaries of 64 MB)
-#: Relative difference up to which frozen sharers' weights count as the same (soft target update rounding).
-SOFT_UPDATE_RTOL = 1e-5
+#: Relative difference up to which frozen sharers' weights count as the same: the rounding drift of soft target updates,
+#: which settles at about 2^-23 / tau relative (measured: 7e-6 for tau 0.003 to 0.02, 5e-5 for tau 0.0005).
+SOFT_UPDATE_RTOL = 1e-4
 _hash_weights: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
@@ -95,8 +96,9 @@ class FeatureCache:
     compute the same function.
 
     Only valid while the function is fixed. Given the module (``weights=``), the cache verifies that at every
-    call (see the module docstring); it closes for good when sharers' weights differ or when :meth:`close` is
-    called (a sharer starts training). A closed cache computes everything (:attr:`active` is False).
+    call (see the module docstring); it closes for good when sharers' weights differ (beyond the rounding of soft
+    target updates of frozen copies) or when :meth:`close` is called (a sharer starts training). A closed cache
+    computes everything (:attr:`active` is False).
 
     :param capacity: rows kept, > 0; the storage grows with use up to ``capacity`` x feature size
     """
@@ -109,12 +111,13 @@ class FeatureCache:
         self.misses = 0
         self.closed = False
         self._sharers: dict[int, _Sharer] = {}
-        self._weights: set[bytes] | None = None  # fingerprints of the weights the stored rows come from
+        self._weights: set[bytes] = set()  # fingerprints of the weights the stored rows come from
+        self._validated: set[bytes] = set()  # the last set of differing fingerprints found to be rounding apart
         self.clear()
 
     def __getstate__(self) -> dict:
         # Weak references do not pickle, and a copy must verify its sharers' weights anew.
-        state = dict(self.__dict__, _sharers={}, _weights=None)
+        state = dict(self.__dict__, _sharers={}, _weights=set(), _validated=set())
         state.update(_slots={}, _keys=[], _store=None, _next=0)
         return state
 
@@ -143,31 +146,36 @@ class FeatureCache:
                 continue
             state = tensors_state(sharer.tensors)
             if state != sharer.state:
-                sharer.state, sharer.key = state, weights_key(owner)
+                sharer.tensors = [*owner.parameters(), *owner.buffers()]  # .to() replaces buffers
+                sharer.state, sharer.key = tensors_state(sharer.tensors), weights_key(owner)
         fingerprints = {sharer.key for sharer in self._sharers.values()}
-        if len(fingerprints) > 1:
-            if fingerprints != self._weights and not self._differ_by_soft_update_rounding_only():
+        if len(fingerprints) > 1 and fingerprints != self._validated:
+            if not self._differ_by_soft_update_rounding_only():
                 self.close()
                 return
-        if self._weights is None or not fingerprints & self._weights:
+            self._validated = fingerprints
+        if not fingerprints & self._weights:  # no sharer holds the weights the rows came from any more
             self.clear()
-        self._weights = fingerprints
+            self._weights = fingerprints
 
     def _differ_by_soft_update_rounding_only(self) -> bool:
         """Whether the sharers, all frozen, hold the same weights up to the rounding of soft target updates.
 
         SB3's soft update of a target copy, ``(1 - tau) * w + tau * w`` for a frozen backbone, moves some weights by
-        a rounding step (about 5% of them after 100 updates with tau 0.005), and the drift stays within some tens of
-        float32 steps: the target's features differ from the online copy's by about 1e-6 relative. Version counters
-        do not see these updates (they go through ``.data``), so while training the copies share the cache
-        regardless; this keeps them sharing it after the model is saved and loaded, where the drift shows."""
+        a rounding step (about 5% of them after 100 updates with tau 0.005), and the drift settles within about
+        2^-23 / tau relative (:data:`SOFT_UPDATE_RTOL` covers tau >= 0.0005). Version counters do not see these
+        updates (they go through ``.data``), so while training the copies share the cache regardless; this keeps
+        them sharing it after the model is saved and loaded, where the drift shows. Stored rows are kept only while a
+        sharer still holds weights they were computed with (``_weights`` is set when the rows are cleared), so small
+        changes cannot add up."""
         sharers = list(self._sharers.values())
         reference = sharers[0].tensors
         for sharer in sharers[1:]:
             if len(sharer.tensors) != len(reference):
                 return False
             for tensor, other in zip(sharer.tensors, reference, strict=True):
-                if tensor.requires_grad or other.requires_grad or tensor.shape != other.shape:
+                if (tensor.requires_grad or other.requires_grad or tensor.shape != other.shape
+                        or tensor.dtype != other.dtype):
                     return False
                 other = other.to(tensor.device)
                 if not tensor.is_floating_point():

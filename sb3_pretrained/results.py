@@ -182,7 +182,8 @@ def summary_markdown(trials: Sequence[Trial], sources: Sequence[str | Path]) -> 
             row += " | | | |"
         lines.append(row)
     lines += ["", "## Runs", "", "Starts: the env step each start of the run began at, and the commit of its code (`*`: with "
-              "uncommitted changes to the package; `?`: not recorded, trials before the commit that added it).", "",
+              "uncommitted changes to the package; `?`: unknown, i.e. not run from a git checkout of the package, or a "
+              "trial from before starts recorded it).", "",
               "| algo | env | variant | seed | status | env steps | final return | wall-clock (s) | starts |"]
     lines.append("|---|---|---|---:|---|---:|---:|---:|---|")
     for t in trials:
@@ -207,7 +208,7 @@ def return_at(trial: Trial, step: float) -> tuple[float, float] | None:
 
 def _evaluations(trials: Sequence[Trial]) -> list[str]:
     """Every evaluation of every run, one row per run and one column per env step, a table per (algo, env): the
-    curves as numbers. The final evaluation (more episodes, after the last step) is its own column."""
+    curves as numbers. The final evaluation (after the last step, with its own episode count) is its own column."""
     lines = ["", "## Every evaluation", "",
              "Mean return of each evaluation (deterministic policy, fixed eval seeds), by env step; `final`: the "
              "evaluation after the last step."]  # fmt: skip

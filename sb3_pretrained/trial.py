@@ -133,7 +133,8 @@ def code_revision(source: Path) -> dict[str, Any]:
     installed)."""
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30)
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30,
+                                  env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # never take the index lock
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout if done.returncode == 0 else None
@@ -153,9 +154,20 @@ def _cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def _gpu_names() -> list[str]:
+    """The machine's NVIDIA GPUs as ``nvidia-smi`` names them (no CUDA context is created); [] without it."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
 def provenance() -> dict[str, Any]:
     """What a start of a trial ran: the code (``sb3_pretrained``'s commit when it is installed from a git checkout,
-    see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores, GPU if any)."""
+    see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores, its GPUs, whether the trial
+    uses them or not)."""
     import torch
 
     import sb3_pretrained
@@ -165,7 +177,7 @@ def provenance() -> dict[str, Any]:
         "sb3_pretrained": sb3_pretrained.__version__,
         "torch": torch.__version__,
         "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "gpus": _gpu_names(),
     }
 
 

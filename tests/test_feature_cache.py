@@ -101,6 +101,24 @@ def test_frozen_copies_differing_by_soft_update_rounding_share_and_others_do_not
             torch.testing.assert_close(served, target(rows), rtol=0, atol=0)
 
 
+def test_small_weight_changes_cannot_add_up_and_other_dtypes_close_the_cache():
+    online = torch.nn.Linear(12, 5).requires_grad_(False)
+    target = torch.nn.Linear(12, 5).requires_grad_(False)
+    cache, rows = FeatureCache(capacity=100), torch.rand(4, 12)
+    with torch.no_grad():
+        target.load_state_dict(online.state_dict())
+        cache.features(rows, online, weights=online)
+        target.weight.mul_(1 + 2e-6)  # within rounding of the weights the rows came from: they stay
+        torch.testing.assert_close(cache.features(rows, target, weights=target), online(rows), rtol=0, atol=0)
+        online.weight.mul_(1 + 4e-6)  # now no copy holds those weights: the rows are computed again
+        torch.testing.assert_close(cache.features(rows, online, weights=online), online(rows), rtol=0, atol=0)
+        assert cache.active
+        double = torch.nn.Linear(12, 5).double().requires_grad_(False)
+        double.load_state_dict(online.state_dict())
+        cache.features(rows.double(), double, weights=double)
+    assert not cache.active
+
+
 class BackboneRows:
     """Counts the images that go through a backbone (a forward hook)."""
 

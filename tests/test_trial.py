@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -32,7 +33,8 @@ def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
     assert set(seen) == {(("brightness", 0.6),), (("contrast", 0.5), ("color", 0.0))}
     # The start records the code and machine it ran on.
     (start,) = read_json(tmp_path / spec.name / "trial.json")["starts"]
-    assert start["env_step"] == 0 and start["torch"] and "cores" in start["cpu"] and "commit" in start
+    assert start["env_step"] == 0 and start["torch"] and "cores" in start["cpu"] and isinstance(start["gpus"], list)
+    assert start["commit"] == code_revision(Path(zoo.__file__).parent)["commit"]  # this checkout's, when run from one
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

@@ -206,6 +206,11 @@ def return_at(trial: Trial, step: float) -> tuple[float, float] | None:
     return (rows[-1]["env_step"], rows[-1]["eval_return_mean"]) if rows else None
 
 
+def _periodic(trial: Trial) -> list[dict[str, float]]:
+    """A run's evaluations every ``eval_freq`` steps: all but the final one of a finished run."""
+    return trial.evaluations[:-1] if trial.status == "finished" else trial.evaluations
+
+
 def _evaluations(trials: Sequence[Trial]) -> list[str]:
     """Every evaluation of every run, one row per run and one column per env step, a table per (algo, env): the
     curves as numbers. The final evaluation (after the last step, with its own episode count) is its own column."""
@@ -217,16 +222,12 @@ def _evaluations(trials: Sequence[Trial]) -> list[str]:
         runs = [t for t in trials if (t.algo, t.env_id) == (algo, env_id) and t.evaluations]
         if not runs:
             continue
-
-        def periodic(trial: Trial) -> list[dict[str, float]]:
-            return trial.evaluations[:-1] if trial.status == "finished" else trial.evaluations
-
-        steps = sorted({int(row["env_step"]) for t in runs for row in periodic(t)})
+        steps = sorted({int(row["env_step"]) for t in runs for row in _periodic(t)})
         lines += ["", f"{algo}, {env_id}:", "",
                   "| variant | seed | status | " + " | ".join(map(str, steps)) + " | final |",
                   "|---|---:|---|" + "---:|" * (len(steps) + 1)]  # fmt: skip
         for t in runs:
-            by_step = {int(row["env_step"]): f"{row['eval_return_mean']:.4g}" for row in periodic(t)}
+            by_step = {int(row["env_step"]): f"{row['eval_return_mean']:.4g}" for row in _periodic(t)}
             final = f"{t.final['eval_return_mean']:.4g}" if t.status == "finished" else ""
             cells = [by_step.get(step, "") for step in steps] + [final]
             lines.append(f"| {t.variant} | {t.seed} | {t.status} | " + " | ".join(cells) + " |")

@@ -299,7 +299,15 @@ class FeatureMapExtractor(BaseFeaturesExtractor):
     :param features_dim: output size of the head
     """
 
-    def __init__(self, observation_space: spaces.Box, feature_shape: Sequence[int], features_dim: int = 256) -> None:
+    def __init__(
+        self, observation_space: spaces.Box, feature_shape: Sequence[int] | None = None, features_dim: int = 256
+    ) -> None:
+        if feature_shape is None:
+            raise ValueError(
+                "FeatureMapExtractor needs feature_shape=[C, H, W], one frame's map as the FrozenBackboneEmbedding "
+                "wrapper stores it (its encoder.feature_shape; efficientnet_lite0 at feature_index 2: [40, 7, 7] at "
+                "56 px, [40, 12, 12] at 96 px). Give it in features_extractor_kwargs."
+            )
         if not (
             isinstance(feature_shape, Sequence)
             and len(feature_shape) == 3

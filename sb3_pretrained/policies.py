@@ -11,7 +11,13 @@ Each policy is its algorithm's ``CnnPolicy`` (or ``MultiInputPolicy``, with
 :class:`~sb3_pretrained.TimmMultiInputExtractor`) and nothing else changes: ``features_extractor_class`` can still
 be passed. The ``NatureCNN*Policy`` classes are the from-scratch baseline: SB3's NatureCNN with the same
 training-batch augmentation option (``features_extractor_kwargs: {augment: {shift: 4}}``,
-:class:`~sb3_pretrained.augmentation.AugmentedNatureCNN`).
+:class:`~sb3_pretrained.augmentation.AugmentedNatureCNN`). The ``FeatureMap*Policy`` classes are for the fast path
+with stored feature maps (:class:`~sb3_pretrained.FrozenBackboneEmbedding` with ``feature_index``): the algorithm's
+``MlpPolicy`` with :class:`~sb3_pretrained.FeatureMapExtractor`, the spatial head of the in-policy extractor::
+
+    policy: sb3_pretrained.policies.FeatureMapActorCriticPolicy
+    policy_kwargs:
+      features_extractor_kwargs: {feature_shape: [40, 7, 7]}   # the wrapper's encoder.feature_shape
 """
 
 from __future__ import annotations
@@ -21,16 +27,24 @@ from typing import Any
 from sb3_contrib.common.maskable.policies import MaskableActorCriticCnnPolicy, MaskableMultiInputActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy
 from sb3_contrib.qrdqn.policies import CnnPolicy as QRDQNCnnPolicy
+from sb3_contrib.qrdqn.policies import QRDQNPolicy
 from sb3_contrib.tqc.policies import CnnPolicy as TQCCnnPolicy
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import (
+    ActorCriticCnnPolicy,
+    ActorCriticPolicy,
+    BasePolicy,
+    MultiInputActorCriticPolicy,
+)
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
+from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import CnnPolicy as SACCnnPolicy
+from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import CnnPolicy as TD3CnnPolicy
 from torch import nn
 
 from sb3_pretrained.augmentation import AugmentedNatureCNN
-from sb3_pretrained.extractors import TimmExtractor, TimmMultiInputExtractor
+from sb3_pretrained.extractors import FeatureMapExtractor, TimmExtractor, TimmMultiInputExtractor
 from sb3_pretrained.sb3_internals import nature_cnn_net_arch
 
 
@@ -78,7 +92,19 @@ NatureCNNDQNPolicy = _with_default_extractor(DQNCnnPolicy, "NatureCNNDQNPolicy",
 NatureCNNQRDQNPolicy = _with_default_extractor(QRDQNCnnPolicy, "NatureCNNQRDQNPolicy", "QR-DQN", AugmentedNatureCNN)
 NatureCNNSACPolicy = _with_default_extractor(SACCnnPolicy, "NatureCNNSACPolicy", "SAC", AugmentedNatureCNN)
 
+# The fast path with stored feature maps: the algorithm's MlpPolicy with the spatial head over the maps.
+FeatureMapActorCriticPolicy = _with_default_extractor(
+    ActorCriticPolicy, "FeatureMapActorCriticPolicy", "PPO, A2C, TRPO", FeatureMapExtractor
+)
+FeatureMapDQNPolicy = _with_default_extractor(DQNPolicy, "FeatureMapDQNPolicy", "DQN", FeatureMapExtractor)
+FeatureMapQRDQNPolicy = _with_default_extractor(QRDQNPolicy, "FeatureMapQRDQNPolicy", "QR-DQN", FeatureMapExtractor)
+FeatureMapSACPolicy = _with_default_extractor(SACPolicy, "FeatureMapSACPolicy", "SAC", FeatureMapExtractor)
+
 __all__ = [
+    "FeatureMapActorCriticPolicy",
+    "FeatureMapDQNPolicy",
+    "FeatureMapQRDQNPolicy",
+    "FeatureMapSACPolicy",
     "NatureCNNActorCriticPolicy",
     "NatureCNNDQNPolicy",
     "NatureCNNQRDQNPolicy",

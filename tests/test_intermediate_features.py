@@ -7,7 +7,8 @@ import pytest
 import timm
 import torch
 from gymnasium import spaces
-from stable_baselines3 import PPO
+from sb3_contrib import QRDQN
+from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_pretrained import (
@@ -17,7 +18,13 @@ from sb3_pretrained import (
     GradualUnfreezing,
     TimmExtractor,
 )
-from sb3_pretrained.policies import TimmActorCriticPolicy
+from sb3_pretrained.policies import (
+    FeatureMapActorCriticPolicy,
+    FeatureMapDQNPolicy,
+    FeatureMapQRDQNPolicy,
+    FeatureMapSACPolicy,
+    TimmActorCriticPolicy,
+)
 from tests.helpers import TINY_MODEL, image_env
 
 
@@ -101,6 +108,39 @@ def test_fast_path_feature_maps_get_the_spatial_head_in_the_policy(dtype, tmp_pa
     model.save(tmp_path / "model.zip")
     after, _ = PPO.load(tmp_path / "model.zip", device="cpu").predict(obs, deterministic=True)
     np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("algo, policy, kwargs", [
+    (PPO, FeatureMapActorCriticPolicy, dict(n_steps=16, batch_size=16, n_epochs=1)),
+    (A2C, FeatureMapActorCriticPolicy, dict(n_steps=8)),
+    (DQN, FeatureMapDQNPolicy, dict(learning_starts=8, buffer_size=64, batch_size=8)),
+    (QRDQN, FeatureMapQRDQNPolicy, dict(learning_starts=8, buffer_size=64, batch_size=8)),
+    (SAC, FeatureMapSACPolicy, dict(learning_starts=8, buffer_size=64, batch_size=8)),
+], ids=["ppo", "a2c", "dqn", "qrdqn", "sac"])
+def test_feature_map_policies_read_stored_maps_through_the_spatial_head(algo, policy, kwargs, tmp_path):
+    # The policies a config names for the fast path with feature maps: only feature_shape is given, as plain data.
+    discrete = algo is not SAC
+    venv = DummyVecEnv([lambda: image_env(discrete=discrete)] * 2)
+    wrapper = FrozenBackboneEmbedding(venv, TINY_MODEL, pretrained=False, input_size="native", feature_index=2,
+                                      dtype="uint8", feature_range=[-8, 8])
+    shape = list(wrapper.encoder.feature_shape)
+    model = algo(policy, wrapper, seed=0, device="cpu", **kwargs,
+                 policy_kwargs=dict(features_extractor_kwargs=dict(feature_shape=shape, features_dim=32)))
+    extractors = [m for m in model.policy.modules() if isinstance(m, FeatureMapExtractor)]
+    assert extractors and all(e.head[0].unflattened_size == tuple(shape) for e in extractors)
+    model.learn(32)
+    obs = wrapper.reset()
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "model.zip")
+    after, _ = algo.load(tmp_path / "model.zip", device="cpu").predict(obs, deterministic=True)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_feature_map_policies_say_what_feature_shape_is_when_it_is_missing():
+    wrapper = FrozenBackboneEmbedding(DummyVecEnv([image_env]), TINY_MODEL, pretrained=False, input_size="native",
+                                      feature_index=2)
+    with pytest.raises(ValueError, match=r"needs feature_shape=\[C, H, W\].*encoder.feature_shape"):
+        PPO(FeatureMapActorCriticPolicy, wrapper, device="cpu")
 
 
 def test_feature_map_extractor_refuses_a_shape_that_does_not_fit():

@@ -27,6 +27,7 @@ from sb3_pretrained.augmentation import build_augmentation
 from sb3_pretrained.backbones import create_backbone
 from sb3_pretrained.cuda_graphs import GraphedForward
 from sb3_pretrained.feature_cache import FeatureCache
+from sb3_pretrained.machine import cpu_has_native_bf16
 from sb3_pretrained.precision import FastestChoice
 from sb3_pretrained.preprocessing import BackbonePreprocess, as_size
 from sb3_pretrained.quantization import output_range
@@ -34,19 +35,7 @@ from sb3_pretrained.weights import PretrainedSpec
 
 FRAME_MODES = ("per_frame", "channel")
 FUSIONS = ("concat", "flare")
-
-
-def _cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there bf16 inference beats fp32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-CPU_NATIVE_BF16 = _cpu_has_native_bf16()
+CPU_NATIVE_BF16 = cpu_has_native_bf16()  # bf16 inference on CPU only where it is native
 
 
 def _synchronize(device: torch.device) -> None:

@@ -35,7 +35,6 @@ import csv
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -49,6 +48,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.atomic import write_atomic
+from sb3_pretrained.machine import cpu_description, gpu_names
 from sb3_pretrained.sb3_internals import atomic_saves, give_eval_envs_the_config_kwargs
 
 #: Seed of the eval envs, the same for every trial and every evaluation (the same eval episodes throughout).
@@ -146,24 +146,6 @@ def code_revision(source: Path) -> dict[str, Any]:
     return {"commit": commit.strip(), "source_modified": None if changes is None else bool(changes.strip())}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def _gpu_names() -> list[str]:
-    """The machine's NVIDIA GPUs as ``nvidia-smi`` names them (no CUDA context is created); [] without it."""
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
-
-
 def provenance() -> dict[str, Any]:
     """What a start of a trial ran: the code (``sb3_pretrained``'s commit when it is installed from a git checkout,
     see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores, its GPUs, whether the trial
@@ -176,8 +158,8 @@ def provenance() -> dict[str, Any]:
         **code_revision(Path(sb3_pretrained.__file__).parent),
         "sb3_pretrained": sb3_pretrained.__version__,
         "torch": torch.__version__,
-        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
-        "gpus": _gpu_names(),
+        "cpu": cpu_description(),
+        "gpus": gpu_names(),
     }
 
 

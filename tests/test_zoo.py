@@ -245,7 +245,7 @@ def test_finetune_config_unfreezes_under_rl_zoo3(monkeypatch, tmp_path):
     entry = config["MiniGrid-Empty-5x5-v0"]
     callbacks = {next(iter(c)) if isinstance(c, dict) else c: c for c in entry["callback"]}
     callbacks["sb3_pretrained.GradualUnfreezing"]["sb3_pretrained.GradualUnfreezing"]["schedule"] = {
-        64: 1, "1.28e2": "stage5", 192: "all"}  # fmt: skip
+        64: 1, "1.28e2": "stage2", 192: "all"}  # fmt: skip
     callbacks["sb3_pretrained.LRWarmup"]["sb3_pretrained.LRWarmup"].update(steps=32, restart_at=[64, 128, 192])
     path = tmp_path / "ppo_finetune.yml"
     path.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": entry}))
@@ -257,8 +257,9 @@ def test_finetune_config_unfreezes_under_rl_zoo3(monkeypatch, tmp_path):
     ])  # fmt: skip
     events = read_events(tmp_path / "tb")
     stages = [int(e.value) for e in events.Scalars("finetune/unfrozen_stages")]
-    # rollouts end at 64, 128, 192, 256 steps: the top stage, stage5-stage7, then all 8 (stem + 7 stages)
-    assert stages == [1, 3, 8, 8]
+    # rollouts end at 64, 128, 192, 256 steps: the top stage, stage2-stage3, then all 4 (the entry reads feature map 2:
+    # stem and stages 1-3 exist)
+    assert stages == [1, 2, 4, 4]
     trainable = [e.value for e in events.Scalars("finetune/trainable_params")]
     assert trainable[0] < trainable[1] < trainable[2] == trainable[3]
 

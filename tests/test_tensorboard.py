@@ -110,7 +110,7 @@ def test_cli_run_has_the_promised_tags(monkeypatch, tmp_path, variant):
     finetune = {t for t in tags["scalars"] if t.startswith("finetune/")}
     if variant == "finetune":
         assert {"finetune/unfrozen_stages", "finetune/trainable_params", "finetune/lr/policy/head",
-                "finetune/lr/policy/backbone.stage7", "finetune/lr/policy/backbone.stem"} <= finetune  # fmt: skip
+                "finetune/lr/policy/backbone.stage3", "finetune/lr/policy/backbone.stem"} <= finetune  # fmt: skip
         assert events.Scalars("finetune/unfrozen_stages")[-1].value == 0  # frozen for the first quarter
     else:
         assert not finetune

@@ -75,6 +75,51 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 4
         time.sleep(0.2)
 
 
+def session_processes(session: int) -> set[int]:
+    """The live processes of a session: the sweep's driver and every Ray process it started. Ray puts its workers in
+    process groups of their own, so signalling the driver's process group alone leaves the trials running."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+        except (OSError, IndexError):  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def signal_session(session: int, sig: int) -> set[int]:
+    """Send ``sig`` to every process of ``session`` until no new one appears (one may be starting meanwhile)."""
+    signalled: set[int] = set()
+    while new := session_processes(session) - signalled:
+        for pid in new:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        signalled |= new
+    return signalled
+
+
+def kill_sweep_when(condition, process: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    """Kill the whole sweep (driver and Ray) at a moment ``condition`` holds. The trials write as they run, so the
+    condition is checked again with every process stopped, and the sweep goes on when it no longer holds."""
+    end = time.monotonic() + timeout
+    while True:
+        wait_for(condition, process, log, timeout=end - time.monotonic())
+        signal_session(process.pid, signal.SIGSTOP)
+        if condition():
+            break
+        signal_session(process.pid, signal.SIGCONT)
+    signal_session(process.pid, signal.SIGKILL)
+    process.wait()
+    gone = time.monotonic() + 60
+    while session_processes(process.pid):
+        assert time.monotonic() < gone, "the sweep's processes outlived SIGKILL"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_sweep_killed_resumes_and_reports(tmp_path):
     entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo.yml").read_text())[ENV]
@@ -91,9 +136,7 @@ def test_sweep_killed_resumes_and_reports(tmp_path):
     # "finished", and would resume with nothing left to train.
     steps = lambda: [json.loads((sweep / n / "checkpoint.json").read_text())["env_step"] for n in checkpointed()]  # noqa: E731
     mid_run = lambda: (found := steps()) and max(found) < 512  # noqa: E731
-    wait_for(lambda: "finished" in states().values() and mid_run(), process, tmp_path / "first.log")
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_sweep_when(lambda: "finished" in states().values() and mid_run(), process, tmp_path / "first.log")
     finished = sorted(n for n, s in states().items() if s == "finished")
     killed = sorted(n for n, s in states().items() if s == "running")
     resumed_at = {n: json.loads((sweep / n / "checkpoint.json").read_text())["env_step"] for n in checkpointed()}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import timm
@@ -32,6 +31,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
+from sb3_pretrained.machine import cpu_description
 from sb3_pretrained.policies import TimmActorCriticPolicy
 
 EXTRACTOR = dict(model_name="efficientnet_lite0", frozen=True, input_size="native", frame_stack=2, feature_index=2,
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true", help="also time the shift-augmented config")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    machine = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": 1}
+    machine = {"machine": cpu_description(), "torch": torch.__version__, "threads": 1}
     rows = minibatch() + rollouts(args.rollouts, augment=False)
     if args.augment:
         rows += rollouts(args.rollouts, augment=True)

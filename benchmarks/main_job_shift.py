@@ -12,20 +12,24 @@ import json
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the envs)
-from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
+from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
 
+from sb3_pretrained import zoo
 from sb3_pretrained.shifts import VisualShift
 
+ENV_ID = "MiniGrid-Empty-5x5-v0"
 BRIGHTNESS = 0.6
 EPISODES = 30
 
 
 def mean_return(model: PPO, brightness: float | None) -> float:
+    wrapper = get_wrapper_class(zoo.load_config(zoo.config_path("ppo"))[ENV_ID])  # the main job's env_wrapper
+
     def make() -> gym.Env:
-        env = ImgObsWrapper(RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"), tile_size=8))
+        env = wrapper(gym.make(ENV_ID))
         return VisualShift(env, (("brightness", brightness),)) if brightness is not None else env
 
     env = VecTransposeImage(DummyVecEnv([make]))

@@ -16,8 +16,11 @@ is the source of truth for resuming and for the report (:mod:`sb3_pretrained.res
 Resuming continues from the latest checkpoint with ``learn(remaining, reset_num_timesteps=False)``: the clock
 (``num_timesteps``) goes on, so schedules and callbacks that are functions of it (``GradualUnfreezing``,
 ``LRWarmup``, learning-rate schedules) see the true step. Checkpoints are taken right after an evaluation, so
-evaluations after a resume fall on the same env steps as in an uninterrupted run. RNG states are not saved: a
-resumed run is a valid run, not a bit-identical replay.
+evaluations after a resume fall on the same env steps as in an uninterrupted run; the steps of a rollout under way
+at a checkpoint count but are not trained on after a resume (the next rollout starts at the checkpoint). One more
+checkpoint is taken when training ends, before the final evaluations, so a start stopped in them resumes with nothing
+to train: it evaluates the agent that training ended with. RNG states are not saved: a resumed run is a valid run,
+not a bit-identical replay.
 
 rl_zoo3 internals used here (checked against rl_zoo3 2.9.2): ``ExperimentManager`` built without ``train.py``'s
 argument parser, ``setup_experiment()`` / ``create_envs()`` / ``save_trained_model()`` / ``callbacks`` /
@@ -275,6 +278,9 @@ def _train(
     try:
         if remaining > 0:
             model.learn(remaining, callback=[*manager.callbacks, evaluations], reset_num_timesteps=not checkpoint)
+        if model.num_timesteps > last_checkpoint:  # a start stopped in the final evaluations only evaluates again
+            _save_checkpoint(model, folder, manager.env_name,
+                             {"env_step": model.num_timesteps, "wall_clock_s": time.perf_counter() - started})  # fmt: skip
         if not rows or rows[-1]["env_step"] != model.num_timesteps or spec.final_eval_episodes != spec.eval_episodes:
             sync_envs_normalization(train_env, eval_env)
             returns = _episode_returns(model, eval_env, spec.final_eval_episodes)

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sb3_pretrained import zoo
@@ -75,3 +76,39 @@ def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):
     )  # fmt: skip
     run_trial(spec, tmp_path / spec.name, report=lambda row: None)
     assert seen and all(kwargs == {"max_steps": 9} for kwargs in seen)
+
+
+def test_trial_stopped_in_its_final_evaluation_resumes_without_training(tmp_path, monkeypatch):
+    """Training ends at 128 steps (two rollouts of 64), the last periodic evaluation and checkpoint are at 96, in the
+    second rollout: a start stopped in the final evaluation must not train again (from 96 it would train a third
+    rollout, to 160), but evaluate the agent training ended with."""
+    from stable_baselines3 import PPO
+
+    from sb3_pretrained import trial
+
+    spec = TrialSpec(
+        "ppo", "MiniGrid-Empty-5x5-v0", "frozen", 0, str(zoo.config_path("ppo", "frozen")), 100, 96, 2, 3, 64,
+        hyperparams=("n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"),
+    )  # fmt: skip
+    folder = tmp_path / spec.name
+    episode_returns = trial._episode_returns
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped in the final evaluation")
+
+    monkeypatch.setattr(trial, "_episode_returns", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, folder, report=lambda row: None)
+    checkpoint = read_json(folder / "checkpoint.json")
+    assert checkpoint["env_step"] == 128
+    trained = PPO.load(folder / checkpoint["path"] / "model.zip", device="cpu").policy.state_dict()
+
+    monkeypatch.setattr(trial, "_episode_returns", episode_returns)
+    final = run_trial(spec, folder, report=lambda row: None)
+    state = read_json(folder / "trial.json")
+    assert state["status"] == "finished" and [s["env_step"] for s in state["starts"]] == [0, 128]
+    assert [(row["env_step"], row["eval_episodes"]) for row in read_evaluations(folder)] == [(96, 2), (128, 3)]
+    assert final["env_step"] == 128
+    saved = sorted((folder / "ppo").glob("MiniGrid-Empty-5x5-v0_*/MiniGrid-Empty-5x5-v0.zip"))[-1]
+    evaluated = PPO.load(saved, device="cpu").policy.state_dict()
+    assert all(torch.equal(evaluated[k], trained[k]) for k in trained)

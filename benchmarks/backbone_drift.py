@@ -4,6 +4,8 @@ For each sweep trial folder, the final agent (the zoo's ``<algo>/<env>_<k>/<env>
 against a fresh extractor built with the same kwargs (the pretrained weights, read offline) prints one JSON line:
 
 - ``weight_change``: per backbone stage, ``||w - w0|| / ||w0||`` over the stage's parameters (0 for a frozen stage);
+- ``weight_rms_change``: per stage, the root mean square of ``w - w0`` over its convolution weights (what one weight
+  moved, to compare with the learning rate times the number of optimizer steps);
 - ``bn_stats_change``: the same over the BatchNorm running statistics (0 unless ``train_bn``);
 - ``feature_cosine`` / ``feature_rel_change``: over ``--frames`` observations of the agent's own episodes (its
   stochastic policy, the trial's config's env wrappers and frame stack), the mean cosine similarity between the
@@ -25,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 
@@ -68,6 +69,9 @@ def drift(trial: Path, frames: int, seed: int) -> dict[str, Any]:
     from rl_zoo3.utils import ALGOS
     from stable_baselines3.common.preprocessing import preprocess_obs
 
+    from sb3_pretrained import zoo
+    from sb3_pretrained.trial import _zoo_hyperparams
+
     spec = json.loads((trial / "trial.json").read_text())["spec"]
     model = ALGOS[spec["algo"]].load(final_model(trial, spec["algo"], spec["env_id"]), device="cpu")
     extractor = model.policy.features_extractor
@@ -87,8 +91,14 @@ def drift(trial: Path, frames: int, seed: int) -> dict[str, Any]:
     ]
     reference_buffers = dict(reference.backbone.named_buffers())
     bn_change = relative_change([b for _, b in stats], [reference_buffers[n] for n, _ in stats])
+    rms_change = {}
+    for stage in extractor.stages:
+        convs = [n for n in stage.params if tuned[n].dim() == 4]
+        moved = sum(float((tuned[n].detach() - pretrained[n].detach()).double().pow(2).sum()) for n in convs)
+        rms_change[stage.name] = (moved / max(1, sum(tuned[n].numel() for n in convs))) ** 0.5
 
-    config = yaml.safe_load(Path(spec["config"]).read_text())[spec["env_id"]]
+    # The env as the trial trained in it: its config's entry with the sweep's -params overrides.
+    config = {**zoo.load_config(spec["config"])[spec["env_id"]], **(_zoo_hyperparams(tuple(spec["hyperparams"])) or {})}
     obs = observations(model, config, spec["env_id"], frames, seed)
     with torch.no_grad():
         batch = model.policy.obs_to_tensor(obs)[0]
@@ -102,6 +112,7 @@ def drift(trial: Path, frames: int, seed: int) -> dict[str, Any]:
         "trial": trial.name,
         "trainable_stages": extractor.trainable_stages,
         "weight_change": {name: round(value, 5) for name, value in weight_change.items()},
+        "weight_rms_change": {name: float(f"{value:.3g}") for name, value in rms_change.items()},
         "bn_stats_change": round(bn_change, 6),
         "frames": frames,
         "feature_cosine": round(float(cosine.mean()), 4),

@@ -18,8 +18,9 @@ Resuming continues from the latest checkpoint with ``learn(remaining, reset_num_
 ``LRWarmup``, learning-rate schedules) see the true step. Checkpoints are taken right after an evaluation, so
 evaluations after a resume fall on the same env steps as in an uninterrupted run; the steps of a rollout under way
 at a checkpoint count but are not trained on after a resume (the next rollout starts at the checkpoint). One more
-checkpoint is taken when training ends, before the final evaluations, so a start stopped in them resumes with nothing
-to train: it evaluates the agent that training ended with. RNG states are not saved: a resumed run is a valid run,
+checkpoint is taken when training ends, before the final evaluations, so a start stopped in them after training
+reached ``n_timesteps`` resumes with nothing to train: it evaluates the agent that training ended with (that
+checkpoint skips the replay buffer, which nothing would read). RNG states are not saved: a resumed run is a valid run,
 not a bit-identical replay.
 
 rl_zoo3 internals used here (checked against rl_zoo3 2.9.2): ``ExperimentManager`` built without ``train.py``'s
@@ -279,8 +280,10 @@ def _train(
         if remaining > 0:
             model.learn(remaining, callback=[*manager.callbacks, evaluations], reset_num_timesteps=not checkpoint)
         if model.num_timesteps > last_checkpoint:  # a start stopped in the final evaluations only evaluates again
+            done = model.num_timesteps >= manager.n_timesteps  # else a callback stopped training: a resume trains on
             _save_checkpoint(model, folder, manager.env_name,
-                             {"env_step": model.num_timesteps, "wall_clock_s": time.perf_counter() - started})  # fmt: skip
+                             {"env_step": model.num_timesteps, "wall_clock_s": time.perf_counter() - started},
+                             replay_buffer=not done)  # fmt: skip
         if not rows or rows[-1]["env_step"] != model.num_timesteps or spec.final_eval_episodes != spec.eval_episodes:
             sync_envs_normalization(train_env, eval_env)
             returns = _episode_returns(model, eval_env, spec.final_eval_episodes)
@@ -358,15 +361,19 @@ class _AfterEvaluation(BaseCallback):
         return True
 
 
-def _save_checkpoint(model: Any, folder: Path, env_name: Any, row: dict[str, float]) -> None:
-    """Save what resuming needs as rl_zoo3's ``-i`` reads it, then point ``checkpoint.json`` at it."""
+def _save_checkpoint(model: Any, folder: Path, env_name: Any, row: dict[str, float], replay_buffer: bool = True) -> None:
+    """Save what resuming needs as rl_zoo3's ``-i`` reads it, then point ``checkpoint.json`` at it.
+
+    :param replay_buffer: also save an off-policy algorithm's replay buffer (rl_zoo3 loads it when it is there); not
+        needed when nothing is left to train
+    """
     step = int(row["env_step"])
     name = f"checkpoints/{step:012d}"
     path = folder / name
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     model.save(path / "model.zip")
-    if getattr(model, "replay_buffer", None) is not None:
+    if replay_buffer and getattr(model, "replay_buffer", None) is not None:
         model.save_replay_buffer(path / "replay_buffer.pkl")
     normalize = model.get_vec_normalize_env()
     if normalize is not None:

@@ -102,17 +102,37 @@ def signal_session(session: int, sig: int) -> set[int]:
     return signalled
 
 
+def wait_stopped(pids: set[int]) -> None:
+    """Wait until every thread of ``pids`` has stopped (SIGSTOP is delivered after the system call under way, which
+    can be the rename that writes a checkpoint) or ended."""
+    end = time.monotonic() + 30
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            while True:
+                try:
+                    state = stat.read_text().rsplit(")", 1)[1].split()[0]
+                except (OSError, IndexError):  # the thread ended
+                    break
+                if state in "TtZX":
+                    break
+                assert time.monotonic() < end, f"process {pid} did not stop"
+                time.sleep(0.01)
+
+
 def kill_sweep_when(condition, process: subprocess.Popen, log: Path, timeout: float = 400) -> None:
     """Kill the whole sweep (driver and Ray) at a moment ``condition`` holds. The trials write as they run, so the
-    condition is checked again with every process stopped, and the sweep goes on when it no longer holds."""
+    condition is checked again with every process stopped, and the sweep goes on when it no longer holds. Ray
+    starts no process in a session of its own (no setsid in Ray 2.60), so the session holds all of them."""
     end = time.monotonic() + timeout
-    while True:
-        wait_for(condition, process, log, timeout=end - time.monotonic())
-        signal_session(process.pid, signal.SIGSTOP)
-        if condition():
-            break
-        signal_session(process.pid, signal.SIGCONT)
-    signal_session(process.pid, signal.SIGKILL)
+    try:
+        while True:
+            wait_for(condition, process, log, timeout=end - time.monotonic())
+            wait_stopped(signal_session(process.pid, signal.SIGSTOP))
+            if condition():
+                break
+            signal_session(process.pid, signal.SIGCONT)
+    finally:  # killed whatever happened: on an error too, nothing is left running or stopped
+        signal_session(process.pid, signal.SIGKILL)
     process.wait()
     gone = time.monotonic() + 60
     while session_processes(process.pid):

@@ -78,37 +78,48 @@ def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):
     assert seen and all(kwargs == {"max_steps": 9} for kwargs in seen)
 
 
-def test_trial_stopped_in_its_final_evaluation_resumes_without_training(tmp_path, monkeypatch):
-    """Training ends at 128 steps (two rollouts of 64), the last periodic evaluation and checkpoint are at 96, in the
-    second rollout: a start stopped in the final evaluation must not train again (from 96 it would train a third
-    rollout, to 160), but evaluate the agent training ended with."""
-    from stable_baselines3 import PPO
+#: Two rollouts of 64 steps (PPO; DQN collects 4 steps per call), a periodic evaluation and checkpoint at 96.
+STOPPED_RUNS = {
+    "ppo": ("n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"),
+    "dqn": ("n_envs:2", "learning_starts:32", "buffer_size:200", "batch_size:8", "train_freq:2"),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(STOPPED_RUNS))
+def test_trial_stopped_in_its_final_evaluation_resumes_without_training(algo, tmp_path, monkeypatch):
+    """Training ends at or past 100 steps, the last periodic evaluation and checkpoint are at 96: a start stopped in
+    the final evaluation must not train again (from 96 it would train past the end a second time), but evaluate the
+    agent training ended with. The end checkpoint leaves out DQN's replay buffer, which nothing would read."""
+    from rl_zoo3.utils import ALGOS
 
     from sb3_pretrained import trial
 
     spec = TrialSpec(
-        "ppo", "MiniGrid-Empty-5x5-v0", "frozen", 0, str(zoo.config_path("ppo", "frozen")), 100, 96, 2, 3, 64,
-        hyperparams=("n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"),
+        algo, "MiniGrid-Empty-5x5-v0", "frozen", 0, str(zoo.config_path(algo, "frozen")), 100, 96, 2, 3, 64,
+        hyperparams=STOPPED_RUNS[algo],
     )  # fmt: skip
     folder = tmp_path / spec.name
     episode_returns = trial._episode_returns
+    at_stop = {}
 
-    def stopped(*args, **kwargs):
+    def stopped(model, *args, **kwargs):
+        at_stop.update(step=model.num_timesteps, weights={k: v.clone() for k, v in model.policy.state_dict().items()})
         raise KeyboardInterrupt("stopped in the final evaluation")
 
     monkeypatch.setattr(trial, "_episode_returns", stopped)
     with pytest.raises(KeyboardInterrupt):
         run_trial(spec, folder, report=lambda row: None)
     checkpoint = read_json(folder / "checkpoint.json")
-    assert checkpoint["env_step"] == 128
-    trained = PPO.load(folder / checkpoint["path"] / "model.zip", device="cpu").policy.state_dict()
+    assert checkpoint["env_step"] == at_stop["step"] >= 100
+    assert not (folder / checkpoint["path"] / "replay_buffer.pkl").exists()
 
     monkeypatch.setattr(trial, "_episode_returns", episode_returns)
     final = run_trial(spec, folder, report=lambda row: None)
     state = read_json(folder / "trial.json")
-    assert state["status"] == "finished" and [s["env_step"] for s in state["starts"]] == [0, 128]
-    assert [(row["env_step"], row["eval_episodes"]) for row in read_evaluations(folder)] == [(96, 2), (128, 3)]
-    assert final["env_step"] == 128
-    saved = sorted((folder / "ppo").glob("MiniGrid-Empty-5x5-v0_*/MiniGrid-Empty-5x5-v0.zip"))[-1]
-    evaluated = PPO.load(saved, device="cpu").policy.state_dict()
-    assert all(torch.equal(evaluated[k], trained[k]) for k in trained)
+    assert state["status"] == "finished" and [s["env_step"] for s in state["starts"]] == [0, at_stop["step"]]
+    evaluations = [(row["env_step"], row["eval_episodes"]) for row in read_evaluations(folder)]
+    assert evaluations == [(96, 2), (at_stop["step"], 3)] and final["env_step"] == at_stop["step"]
+    saved = sorted((folder / algo).glob("MiniGrid-Empty-5x5-v0_*/MiniGrid-Empty-5x5-v0.zip"))[-1]
+    evaluated = ALGOS[algo].load(saved, device="cpu").policy.state_dict()
+    assert evaluated.keys() == at_stop["weights"].keys()
+    assert all(torch.equal(evaluated[k], at_stop["weights"][k]) for k in evaluated)

@@ -45,16 +45,33 @@ def relative_change(now: list[torch.Tensor], before: list[torch.Tensor]) -> floa
     return (change / size) ** 0.5 if size else 0.0
 
 
-def observations(model: Any, entry: dict[str, Any], env_id: str, frames: int, seed: int) -> np.ndarray:
-    """``frames`` observations from the agent's own (stochastic) episodes, in the env its config trains on."""
+def config_env(entry: dict[str, Any], env_id: str, seed: int, shift: str | None = None) -> Any:
+    """One env as a config entry builds it (its env_kwargs, env_wrapper and frame_stack); under a held-out shift
+    (:func:`sb3_pretrained.shifts.parse_shift`'s syntax) as the sweep applies it: env kwargs added, pixel changes
+    after the config's wrappers."""
     from rl_zoo3.utils import get_wrapper_class
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    env = make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=entry.get("env_kwargs"),
-                       wrapper_class=get_wrapper_class(entry))  # fmt: skip
-    if entry.get("frame_stack"):
-        env = VecFrameStack(env, entry["frame_stack"])
+    from sb3_pretrained.shifts import VisualShift, parse_shift
+
+    wrapper = get_wrapper_class(entry)
+    env_kwargs = dict(entry.get("env_kwargs") or {})
+    if shift is not None:
+        parsed = parse_shift(shift)
+        env_kwargs.update(dict(parsed.env_kwargs))
+        if parsed.pixels:
+
+            def wrapper(env: Any, inner: Any = wrapper, pixels: Any = parsed.pixels) -> Any:
+                return VisualShift(inner(env) if inner is not None else env, pixels)
+
+    env = make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs, wrapper_class=wrapper)
+    return VecFrameStack(env, entry["frame_stack"]) if entry.get("frame_stack") else env
+
+
+def observations(model: Any, entry: dict[str, Any], env_id: str, frames: int, seed: int) -> np.ndarray:
+    """``frames`` observations from the agent's own (stochastic) episodes, in the env its config trains on."""
+    env = config_env(entry, env_id, seed)
     obs = env.reset()
     seen = []
     while len(seen) < frames:

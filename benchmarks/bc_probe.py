@@ -25,7 +25,6 @@ JSON line per model (the teacher first)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from pathlib import Path
@@ -33,35 +32,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from backbone_drift import config_env, final_model
+
+from sb3_pretrained.trial import EVAL_SEED  # the trials' evaluations play these tracks
 
 CONFIGS = Path(__file__).resolve().parent.parent / "docs" / "learning" / "configs"
 FROZEN_CONFIG = CONFIGS / "ppo_carracing_frozen_map2.yml"
 ENV_ID = "CarRacing-v3"
-EVAL_SEED = 1_000_000  # sb3_pretrained.trial.EVAL_SEED: the trials' evaluations play these tracks
-
-
-def make_env(entry: dict[str, Any], seed: int, shift: str | None = None) -> Any:
-    """The study's env (the config's wrappers and frame stack); under a held-out shift as the sweep applies it."""
-    from rl_zoo3.utils import get_wrapper_class
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecFrameStack
-
-    from sb3_pretrained.shifts import VisualShift, parse_shift
-
-    wrapper = get_wrapper_class(entry)
-    env_kwargs = dict(entry["env_kwargs"])
-    if shift is not None:
-        parsed = parse_shift(shift)
-        env_kwargs.update(dict(parsed.env_kwargs))
-        if parsed.pixels:
-            wrapper = lambda env, inner=wrapper, pixels=parsed.pixels: VisualShift(inner(env), pixels)  # noqa: E731
-    env = make_vec_env(ENV_ID, n_envs=1, seed=seed, env_kwargs=env_kwargs, wrapper_class=wrapper)
-    return VecFrameStack(env, entry["frame_stack"])
 
 
 def teacher_data(teacher: Any, entry: dict[str, Any], steps: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    env = make_env(entry, seed)
+    env = config_env(entry, ENV_ID, seed)
     obs = env.reset()
     observations, actions = [], []
     for _ in range(steps):
@@ -78,12 +60,11 @@ def teacher_data(teacher: Any, entry: dict[str, Any], steps: int, noise: float, 
 def student(kind: str, entry: dict[str, Any], seed: int) -> Any:
     from stable_baselines3 import PPO
 
-    env = make_env(entry, seed)
-    if kind == "frozen":  # the config names the policy by its import path, as rl_zoo3 reads it
-        module, _, name = entry["policy"].rpartition(".")
-        policy = getattr(importlib.import_module(module), name)
-    else:
-        policy = "CnnPolicy"
+    env = config_env(entry, ENV_ID, seed)
+    from rl_zoo3.utils import get_class_by_name
+
+    # The config names the policy by its import path, which rl_zoo3 resolves with the same function.
+    policy = get_class_by_name(entry["policy"]) if kind == "frozen" else "CnnPolicy"
     kwargs = entry.get("policy_kwargs", {}) if kind == "frozen" else {}
     return PPO(policy, env, policy_kwargs=kwargs, seed=seed, device="cpu")
 
@@ -117,7 +98,7 @@ def accuracy(model: Any, obs: np.ndarray, actions: np.ndarray) -> float:
 def episode_returns(model: Any, entry: dict[str, Any], episodes: int, shift: str | None = None) -> list[float]:
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    env = make_env(entry, EVAL_SEED, shift)
+    env = config_env(entry, ENV_ID, EVAL_SEED, shift)
     env.seed(EVAL_SEED)
     returns, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True)
     env.close()
@@ -155,8 +136,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     entry = zoo.load_config(FROZEN_CONFIG)[ENV_ID]
-    runs = sorted((args.teacher / "ppo").glob(f"{ENV_ID}_*"), key=lambda run: int(run.name.rpartition("_")[2]))
-    teacher = ALGOS["ppo"].load(runs[-1] / f"{ENV_ID}.zip", device="cpu")
+    teacher = ALGOS["ppo"].load(final_model(args.teacher, "ppo", ENV_ID), device="cpu")
     common = {"teacher": str(args.teacher), "steps": args.steps, "noise": args.noise, "epochs": args.epochs,
               "lr": args.lr, "episodes": args.episodes, "seed": args.seed}  # fmt: skip
     start = time.perf_counter()

@@ -75,16 +75,22 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 4
         time.sleep(0.2)
 
 
+def stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a ``/proc/<pid>[/task/<tid>]/stat`` after ``pid (comm)``: state, ppid, pgrp, session, ...;
+    None when the process or thread has ended meanwhile."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def session_processes(session: int) -> set[int]:
     """The live processes of a session: the sweep's driver and every Ray process it started. Ray puts its workers in
     process groups of their own, so signalling the driver's process group alone leaves the trials running."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
-        except (OSError, IndexError):  # the process ended meanwhile
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
+        fields = stat_fields(stat)
+        if fields is not None and int(fields[3]) == session and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
 
@@ -108,13 +114,7 @@ def wait_stopped(pids: set[int]) -> None:
     end = time.monotonic() + 30
     for pid in pids:
         for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            while True:
-                try:
-                    state = stat.read_text().rsplit(")", 1)[1].split()[0]
-                except (OSError, IndexError):  # the thread ended
-                    break
-                if state in "TtZX":
-                    break
+            while (fields := stat_fields(stat)) is not None and fields[0] not in "TtZX":  # not ended or stopped
                 assert time.monotonic() < end, f"process {pid} did not stop"
                 time.sleep(0.01)
 

@@ -78,7 +78,7 @@ def test_eval_envs_get_the_configs_env_kwargs(tmp_path, monkeypatch):
     assert seen and all(kwargs == {"max_steps": 9} for kwargs in seen)
 
 
-#: Two rollouts of 64 steps (PPO; DQN collects 4 steps per call), a periodic evaluation and checkpoint at 96.
+#: 2 envs each: PPO trains two rollouts of 64 steps (to 128), DQN to 100; both evaluate and checkpoint at 96.
 STOPPED_RUNS = {
     "ppo": ("n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"),
     "dqn": ("n_envs:2", "learning_starts:32", "buffer_size:200", "batch_size:8", "train_freq:2"),

@@ -5,6 +5,11 @@ sets for the gradient steps (``policy.set_training_mode(True)`` in ``train()``) 
 (``collect_rollouts``, ``predict``, evaluation): acting observations are never augmented. Stacked frames of one
 observation get the same shift and the same colour change, as DrQ applies its shift to the whole stack.
 
+This is DrQ's and RAD's use of augmentation. In PPO it also enters the probability ratio: the update's
+log-probabilities are of augmented inputs, the rollout's of plain ones, so the ratio is not 1 before the first
+gradient step (``benchmarks/augmented_ratio.py``: about 11% of the samples outside the clip range on CarRacing with
+``shift: 4``). DrAC's remedy (PPO's loss on plain inputs, augmentation as a regularizer) is not implemented.
+
 :class:`AugmentedNatureCNN` is SB3's NatureCNN with the same augmentation, so that a from-scratch baseline can get
 exactly what the pretrained extractor gets.
 """

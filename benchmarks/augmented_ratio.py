@@ -16,7 +16,8 @@ the same for both stacked frames) and this prints one JSON line per trial:
 - ``mean_abs_log_ratio`` and ``median_abs_log_ratio``: ``|log pi(a | shift(o)) - log pi(a | o)|``;
 - ``value_change``: the mean ``|V(shift(o)) - V(o)|`` over the standard deviation of ``V(o)`` over the frames.
 
-Agents trained without augmentation are the control (how far an unseen shift moves them). The sweep folders stay
+:class:`sb3_pretrained.DrACPPO` (``--algo ppo_drac``) takes PPO's ratio on the plain observations instead. Agents
+trained without augmentation are the control (how far an unseen shift moves them). The sweep folders stay
 under ``logs/``; what this prints is small and is::
 
     python benchmarks/augmented_ratio.py logs/sweeps/carracing-100k-a/scratch_seed1 \\

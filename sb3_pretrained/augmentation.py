@@ -8,7 +8,8 @@ observation get the same shift and the same colour change, as DrQ applies its sh
 This is DrQ's and RAD's use of augmentation. In PPO it also enters the probability ratio: the update's
 log-probabilities are of augmented inputs, the rollout's of plain ones, so the ratio is not 1 before the first
 gradient step (``benchmarks/augmented_ratio.py``: about 11% of the samples outside the clip range on CarRacing with
-``shift: 4``). DrAC's remedy (PPO's loss on plain inputs, augmentation as a regularizer) is not implemented.
+``shift: 4``). :class:`~sb3_pretrained.drac.DrACPPO` (``--algo ppo_drac``) takes PPO's loss on plain inputs, with
+:func:`augmentation_off`, and the augmentation as DrAC's regularizer.
 
 :class:`AugmentedNatureCNN` is SB3's NatureCNN with the same augmentation, so that a from-scratch baseline can get
 exactly what the pretrained extractor gets.
@@ -16,7 +17,8 @@ exactly what the pretrained extractor gets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -105,6 +107,27 @@ class ImageAugmentation(nn.Module):
         return (
             f"shift={self.shift}, brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}"
         )
+
+
+def has_augmentation(module: nn.Module) -> bool:
+    """Whether any :class:`ImageAugmentation` inside ``module`` (a policy, an extractor) changes images."""
+    return any(isinstance(m, ImageAugmentation) and m.enabled for m in module.modules())
+
+
+@contextlib.contextmanager
+def augmentation_off(module: nn.Module) -> Iterator[None]:
+    """Within the block, every :class:`ImageAugmentation` inside ``module`` passes images through unchanged, while
+    every other module keeps its mode (a policy in training mode stays in it); their modes come back on exit. A
+    frozen backbone's feature cache serves these plain passes."""
+    augmentations = [m for m in module.modules() if isinstance(m, ImageAugmentation)]
+    modes = [m.training for m in augmentations]
+    for augmentation in augmentations:
+        augmentation.train(False)
+    try:
+        yield
+    finally:
+        for augmentation, mode in zip(augmentations, modes, strict=True):
+            augmentation.train(mode)
 
 
 def build_augmentation(augment: Mapping[str, Any] | None, frame_channels: int) -> ImageAugmentation | None:

@@ -347,7 +347,8 @@ class BackboneEncoder(nn.Module):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Features of a batch of observations (N, C, H, W) in [0, 1]: (N, :attr:`output_dim`), frames fused."""
         batch = observations.shape[0]
-        augment = self.augment if self.training else None
+        # Off in eval mode, and in training mode under augmentation_off (DrACPPO's plain passes), which the cache serves.
+        augment = self.augment if self.training and self.augment is not None and self.augment.training else None
         augmenting = augment is not None
         if augment is not None:
             observations = augment(observations)

@@ -61,13 +61,26 @@ Each item, the version it was checked against, and the test that fails if a rele
     ``mlp_extractor`` keys). Checked: SB3 2.9.2,
     sb3-contrib 2.9.2. Test: ``tests/test_scratch.py::test_augmented_nature_cnn_policy_has_cnn_policys_architecture``.
 
+11. **What ``ActorCriticPolicy.evaluate_actions`` computes between the observations and its outputs**: features
+    (a pair of them without ``share_features_extractor``), the ``mlp_extractor``'s latents,
+    ``_get_action_dist_from_latent`` and ``value_net``; the distribution is the policy's one ``action_dist``
+    object, which the next call fills anew. :func:`distribution_and_values` does the same and returns a copy of the
+    distribution, which :class:`~sb3_pretrained.drac.DrACPPO` samples from and which ``evaluate_actions`` does not
+    return. Checked: SB3 2.9.2. Test: ``tests/test_drac.py::test_distribution_and_values_match_evaluate_actions``.
+12. **rl_zoo3 looks algorithms up in one dict, ``rl_zoo3.utils.ALGOS``** (``train``'s and ``enjoy``'s ``--algo``
+    choices, built when they parse; ``ExperimentManager`` creates and loads models from it).
+    :func:`register_zoo_algorithms` adds this package's (``ppo_drac``) when the package is imported, without
+    replacing a name rl_zoo3 already has. Checked: rl_zoo3 2.9.2. Test:
+    ``tests/test_drac.py::test_ppo_drac_trains_from_a_zoo_config``.
+
 Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
-this package walks the call stack or patches SB3.
+this package walks the call stack or patches SB3; item 12 adds entries to rl_zoo3's registry and changes none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import io
@@ -78,8 +91,9 @@ from types import FrameType
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel, BasePolicy
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
@@ -280,3 +294,24 @@ def recording_experiments() -> Iterator[list[Any]]:
 def apply_fixes() -> None:
     """Apply the fixes above that change library behaviour (called once when ``sb3_pretrained`` is imported)."""
     _trpo_skips_frozen_parameters()
+
+
+def distribution_and_values(policy: ActorCriticPolicy, obs: Any) -> tuple[Distribution, Any]:
+    """Item 11: the action distribution and the values (N, 1) of ``obs``, as ``evaluate_actions`` computes them."""
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        latent_pi, latent_vf = policy.mlp_extractor(features)
+    else:
+        pi_features, vf_features = features
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    # A copy: SB3 fills the policy's one distribution object in place, the next call would overwrite this one.
+    return copy.copy(policy._get_action_dist_from_latent(latent_pi)), policy.value_net(latent_vf)
+
+
+def register_zoo_algorithms(algorithms: dict[str, type[BaseAlgorithm]]) -> None:
+    """Item 12: make ``algorithms`` (name -> class) known to rl_zoo3, leaving its own names alone."""
+    from rl_zoo3.utils import ALGOS
+
+    for name, algorithm in algorithms.items():
+        ALGOS.setdefault(name, algorithm)

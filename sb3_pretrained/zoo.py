@@ -231,8 +231,17 @@ def _check_extractor_kwargs(where: str, hyperparams: Mapping[str, Any], trust: b
 
 @functools.cache
 def _algo_parameters(algo: str) -> Mapping[str, inspect.Parameter]:
-    """The parameters of ``algo``'s constructor."""
-    return inspect.signature(_algo_class(algo).__init__).parameters
+    """The parameters of ``algo``'s constructor, with its parent's where it passes ``**kwargs`` on (``DrACPPO``)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for cls in _algo_class(algo).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        own = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]  # a class's own __init__
+        parameters.update({p.name: p for p in own if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                           and p.name not in parameters})  # fmt: skip
+        if not any(p.kind is p.VAR_KEYWORD for p in own):
+            break
+    return parameters
 
 
 def _algo_class(algo: str) -> type[Any]:

@@ -10,9 +10,9 @@ does (:class:`sb3_pretrained.augmentation.ImageAugmentation`: edge-padded, a ran
 the same for both stacked frames) and this prints one JSON line per trial:
 
 - ``outside_clip``: the share of (observation, draw) pairs whose ratio for the action taken lies outside
-  ``1 +- clip_range`` (the agent's own ``clip_range``) before any update has moved the policy: PPO treats them as if
-  the update had already moved the policy that far (its clipped objective gives them no gradient where the advantage
-  pushes the ratio further out);
+  ``1 +- clip_range`` (the agent's own ``clip_range`` at the start of its schedule) before any update has moved the
+  policy: PPO treats them as if the update had already moved the policy that far (its clipped objective gives them
+  no gradient where the advantage pushes the ratio further out);
 - ``mean_abs_log_ratio`` and ``median_abs_log_ratio``: ``|log pi(a | shift(o)) - log pi(a | o)|``;
 - ``value_change``: the mean ``|V(shift(o)) - V(o)|`` over the standard deviation of ``V(o)`` over the frames.
 
@@ -100,7 +100,7 @@ def ratios(trial: Path, frames: int, draws: int, shift: int, seed: int) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trials", nargs="+", type=Path, help="finished sweep trial folders of PPO/A2C agents")
+    parser.add_argument("trials", nargs="+", type=Path, help="finished sweep trial folders of PPO agents")
     parser.add_argument("--frames", type=int, default=1024, help="observations of the agent's own episodes")
     parser.add_argument("--draws", type=int, default=4, help="random shifts of each observation")
     parser.add_argument("--shift", type=int, default=4, help="pixels of padding, as augment: {shift: N}")

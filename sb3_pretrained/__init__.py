@@ -15,7 +15,7 @@ from sb3_pretrained.wrappers import BackboneImage, FrozenBackboneEmbedding
 __version__ = "0.1.0"
 
 apply_fixes()
-register_zoo_algorithms({_DRAC_ZOO_NAME: DrACPPO})
+register_zoo_algorithms({_DRAC_ZOO_NAME: (DrACPPO, "ppo")})
 
 __all__ = [
     "PACKAGED_WEIGHTS",

@@ -15,10 +15,17 @@ trained with the shift (``benchmarks/augmented_ratio.py``, ``docs/learning.md``)
   gradient) and ``G_V = 0.5 * (V(aug(o)) - V(o))**2`` with ``V(o)`` held fixed, as in the authors' code; their
   default ``drac_coef`` is 0.1.
 
-It logs ``train/drac_policy_loss`` and ``train/drac_value_loss`` beside PPO's losses. Without augmentation in the
-policy it trains exactly as PPO (one warning says so). Everything else (rollouts, schedules, ``target_kl``, saving,
-loading) is PPO's. In rl_zoo3 configs and on the command line it is the algorithm ``ppo_drac``
-(``sb3-pretrained train --algo ppo_drac --conf-file ...``; configs are PPO's, plus ``drac_coef`` if wanted).
+It logs ``train/drac_policy_loss`` and ``train/drac_value_loss`` beside PPO's losses (``train/loss`` includes the
+regularizer). Without augmentation in the policy it trains exactly as PPO (one warning says so); with augmentation
+and ``drac_coef: 0`` it trains PPO on plain observations, the augmentation unused. Everything else (rollouts,
+schedules, ``target_kl``, saving, loading) is PPO's. Costs: the augmented pass is a second forward and backward
+pass through the extractor per minibatch, so while backbone stages train, about twice PPO's activation memory and
+backbone compute (and BatchNorm statistics, with ``train_bn``, updated by both passes); with a frozen backbone the
+plain pass is served by the feature cache and the augmented pass costs what PPO's augmented pass costs.
+
+In rl_zoo3 configs and on the command line it is the algorithm ``ppo_drac`` (``sb3-pretrained train --algo ppo_drac
+--conf-file ...``; configs are PPO's, plus ``drac_coef`` if wanted; rl_zoo3's ``-optimize`` samples PPO's
+hyperparameters for it).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
@@ -48,12 +56,11 @@ class DrACPPO(PPO):
     """
 
     def __init__(self, policy: Any, env: Any, *, drac_coef: float = 0.1, **kwargs: Any) -> None:
-        if isinstance(drac_coef, bool) or not isinstance(drac_coef, (int, float)) or not drac_coef >= 0:
-            raise ValueError(f"drac_coef must be a number >= 0 (DrAC's default is 0.1), got {drac_coef!r}.")
-        self.drac_coef = float(drac_coef)
+        self.drac_coef = _checked_coef(drac_coef)
         super().__init__(policy, env, **kwargs)
 
     def _setup_model(self) -> None:
+        self.drac_coef = _checked_coef(self.drac_coef)  # also when load() set it (a saved model, custom_objects)
         super()._setup_model()
         if not has_augmentation(self.policy) and self.drac_coef > 0:
             warnings.warn(
@@ -61,6 +68,18 @@ class DrACPPO(PPO):
                 "exactly as PPO.",
                 stacklevel=2,
             )
+
+    def drac_losses(self, observations: Any, distribution: Distribution, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """DrAC's two regularizers on one augmented pass of ``observations`` (the policy in training mode, its
+        augmentation on), given the plain pass's ``distribution`` and ``values``: ``G_pi``, the mean of
+        ``-log pi(a' | aug(o))`` for actions ``a'`` sampled from ``distribution`` (no gradient through the sample), and
+        ``G_V``, the mean of ``0.5 * (V(aug(o)) - V(o))**2`` with ``values`` held fixed."""
+        with th.no_grad():
+            sampled = distribution.get_actions(deterministic=False).detach()
+        augmented, augmented_values = distribution_and_values(self.policy, observations)
+        policy_term = -augmented.log_prob(sampled).mean()
+        value_term = 0.5 * (values.detach().flatten() - augmented_values.flatten()).pow(2).mean()
+        return policy_term, value_term
 
     def train(self) -> None:  # noqa: C901  (SB3's PPO.train, with the two passes and the regularizer)
         """One PPO update on the rollout buffer, as SB3's ``PPO.train`` (checked: SB3 2.9.2) with DrAC's changes."""
@@ -111,16 +130,6 @@ class DrACPPO(PPO):
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
-                if regularize:
-                    with th.no_grad():
-                        sampled = distribution.get_actions(deterministic=False).detach()
-                    shifted, shifted_values = distribution_and_values(self.policy, rollout_data.observations)
-                    drac_policy_loss = -shifted.log_prob(sampled).mean()
-                    drac_value_loss = 0.5 * (values.detach() - shifted_values.flatten()).pow(2).mean()
-                    loss = loss + self.drac_coef * (drac_policy_loss + drac_value_loss)
-                    drac_policy_losses.append(drac_policy_loss.item())
-                    drac_value_losses.append(drac_value_loss.item())
-
                 with th.no_grad():
                     log_ratio = log_prob - rollout_data.old_log_prob
                     approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
@@ -131,6 +140,12 @@ class DrACPPO(PPO):
                     if self.verbose >= 1:
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
+
+                if regularize:
+                    drac_policy_loss, drac_value_loss = self.drac_losses(rollout_data.observations, distribution, values)
+                    loss = loss + self.drac_coef * (drac_policy_loss + drac_value_loss)
+                    drac_policy_losses.append(drac_policy_loss.item())
+                    drac_value_losses.append(drac_value_loss.item())
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -158,3 +173,9 @@ class DrACPPO(PPO):
         self.logger.record("train/clip_range", clip_range)
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+
+def _checked_coef(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"drac_coef must be a number >= 0 (DrAC's default is 0.1), got {value!r}.")
+    return float(value)

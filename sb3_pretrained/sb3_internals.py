@@ -67,11 +67,12 @@ Each item, the version it was checked against, and the test that fails if a rele
     object, which the next call fills anew. :func:`distribution_and_values` does the same and returns a copy of the
     distribution, which :class:`~sb3_pretrained.drac.DrACPPO` samples from and which ``evaluate_actions`` does not
     return. Checked: SB3 2.9.2. Test: ``tests/test_drac.py::test_distribution_and_values_match_evaluate_actions``.
-12. **rl_zoo3 looks algorithms up in one dict, ``rl_zoo3.utils.ALGOS``** (``train``'s and ``enjoy``'s ``--algo``
-    choices, built when they parse; ``ExperimentManager`` creates and loads models from it).
-    :func:`register_zoo_algorithms` adds this package's (``ppo_drac``) when the package is imported, without
-    replacing a name rl_zoo3 already has. Checked: rl_zoo3 2.9.2. Test:
-    ``tests/test_drac.py::test_ppo_drac_trains_from_a_zoo_config``.
+12. **rl_zoo3 looks algorithms up by name in ``rl_zoo3.utils.ALGOS``** (``train``'s and ``enjoy``'s ``--algo``
+    choices, built when they parse; ``ExperimentManager`` creates and loads models from it) and, for ``-optimize``,
+    in ``rl_zoo3.hyperparams_opt``'s ``HYPERPARAMS_SAMPLER`` and ``HYPERPARAMS_CONVERTER``.
+    :func:`register_zoo_algorithms` adds this package's (``ppo_drac``, with PPO's sampler and converter) when the
+    package is imported, without replacing a name rl_zoo3 already has. Checked: rl_zoo3 2.9.2. Tests:
+    ``tests/test_drac.py::test_ppo_drac_trains_from_a_zoo_config``, ``::test_ppo_drac_is_registered_like_ppo``.
 
 Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
 this package walks the call stack or patches SB3; item 12 adds entries to rl_zoo3's registry and changes none.
@@ -309,9 +310,15 @@ def distribution_and_values(policy: ActorCriticPolicy, obs: Any) -> tuple[Distri
     return copy.copy(policy._get_action_dist_from_latent(latent_pi)), policy.value_net(latent_vf)
 
 
-def register_zoo_algorithms(algorithms: dict[str, type[BaseAlgorithm]]) -> None:
-    """Item 12: make ``algorithms`` (name -> class) known to rl_zoo3, leaving its own names alone."""
+def register_zoo_algorithms(algorithms: dict[str, tuple[type[BaseAlgorithm], str]]) -> None:
+    """Item 12: make ``algorithms`` (name -> (class, the rl_zoo3 algorithm whose hyperparameter sampler and
+    converter it shares)) known to rl_zoo3, leaving its own names alone."""
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
     from rl_zoo3.utils import ALGOS
 
-    for name, algorithm in algorithms.items():
+    for name, (algorithm, like) in algorithms.items():
         ALGOS.setdefault(name, algorithm)
+        if like in HYPERPARAMS_SAMPLER:
+            HYPERPARAMS_SAMPLER.setdefault(name, HYPERPARAMS_SAMPLER[like])
+        if like in HYPERPARAMS_CONVERTER:
+            HYPERPARAMS_CONVERTER.setdefault(name, HYPERPARAMS_CONVERTER[like])

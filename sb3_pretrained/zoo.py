@@ -29,7 +29,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +236,21 @@ def _algo_parameters(algo: str) -> Mapping[str, inspect.Parameter]:
     for cls in _algo_class(algo).__mro__:
         if "__init__" not in vars(cls):
             continue
-        own = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]  # a class's own __init__
+        own = _signature(cls.__init__).parameters.values()  # type: ignore[misc]  # a class's own __init__
         parameters.update({p.name: p for p in own if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
                            and p.name not in parameters})  # fmt: skip
         if not any(p.kind is p.VAR_KEYWORD for p in own):
             break
     return parameters
+
+
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """``function``'s signature with its annotations as types, also where its module writes them as strings
+    (``from __future__ import annotations``, as DrACPPO's); as strings where they do not evaluate."""
+    try:
+        return inspect.signature(function, eval_str=True)
+    except Exception:  # a name only imported for type checking, a newer syntax: check with what can be read
+        return inspect.signature(function)
 
 
 def _algo_class(algo: str) -> type[Any]:

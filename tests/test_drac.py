@@ -88,15 +88,58 @@ def _shift_kl(model, obs: torch.Tensor) -> float:
     return float(kl_divergence(plain.distribution, moved.distribution).mean())
 
 
-def test_regularizer_makes_the_policy_shift_invariant(tmp_path):
-    """The same training with and without the regularizer, from the same initial policy: PPO's own losses (the
-    value loss through the shared CNN, the policy loss on SquareEnv's zero rewards) make the policy sensitive to
-    where the square is; the regularizer must keep pi(. | shift(o)) close to pi(. | o)."""
+def _square_batch(count: int = 64) -> torch.Tensor:
     env = SquareEnv()
     env.reset(seed=7)
-    obs = torch.as_tensor(np.stack([env.step(0)[0] for _ in range(64)])).permute(0, 3, 1, 2).float()
+    return torch.as_tensor(np.stack([env.step(0)[0] for _ in range(count)])).permute(0, 3, 1, 2).float()
+
+
+def test_drac_losses_are_drac_on_an_augmented_pass(tmp_path):
+    """G_pi is -log pi(a' | aug(o)) for a' drawn from the plain distribution, G_V the squared change of the value,
+    both on a pass with the augmentation on; no gradient reaches the plain values."""
+    model = _model(DrACPPO, tmp_path, augment={"shift": 4}, policy=NatureCNNActorCriticPolicy)
+    policy, obs = model.policy, _square_batch()
+    policy.set_training_mode(True)
+    with augmentation_off(policy):
+        distribution, values = distribution_and_values(policy, obs)
+    plain_values = values.detach().requires_grad_(True)
+    torch.manual_seed(5)
+    policy_term, value_term = model.drac_losses(obs, distribution, plain_values)
+    (policy_term + value_term).backward()
+    assert plain_values.grad is None  # V(o) held fixed
+    torch.manual_seed(5)  # the same draws: the actions first, then the shifts
+    sampled = distribution.get_actions(deterministic=False)
+    with torch.no_grad():
+        augmented, augmented_values = distribution_and_values(policy, obs)
+    torch.testing.assert_close(policy_term.detach(), -augmented.log_prob(sampled).mean())
+    torch.testing.assert_close(value_term.detach(), 0.5 * (values.detach() - augmented_values).pow(2).mean())
+    assert value_term > 1e-8  # the shift moved the squares, and the value with them
+    with augmentation_off(policy):
+        _, unshifted_value_term = model.drac_losses(obs, distribution, plain_values)
+    assert unshifted_value_term == 0.0
+
+
+def test_update_loss_is_ppos_plus_the_weighted_regularizer(tmp_path):
+    """One minibatch, one epoch: SB3 logs that minibatch's total loss and each term, so the sum pins the sign and
+    the weight of the regularizer in what is minimized."""
+    model = _model(DrACPPO, tmp_path, augment={"shift": 4}, policy=NatureCNNActorCriticPolicy, drac_coef=0.7,
+                   ent_coef=0.01, vf_coef=0.5)  # fmt: skip
+    model.learn(128)
+    logged = _logged(tmp_path)
+    ppo = logged["train/policy_gradient_loss"] + 0.01 * logged["train/entropy_loss"] + 0.5 * logged["train/value_loss"]
+    drac = logged["train/drac_policy_loss"] + logged["train/drac_value_loss"]
+    assert drac > 0.1
+    assert logged["train/loss"] == pytest.approx(ppo + 0.7 * drac, rel=1e-5, abs=1e-6)
+
+
+def test_regularizer_makes_the_policy_shift_invariant(tmp_path):
+    """The same training with and without a strong regularizer, from the same initial policy: PPO's own losses (the
+    value loss through the shared CNN, the policy loss on SquareEnv's zero rewards) make the policy sensitive to
+    where the square is; with the regularizer it ends far less so. (What the terms are, and their sign in the
+    loss, are pinned by the two tests above; a regularizer that did nothing would fail here.)"""
+    obs = _square_batch()
     kls = {}
-    for coef in (0.0, 10.0):  # a strong regularizer, so that 32 gradient steps show it
+    for coef in (0.0, 10.0):
         model = _model(DrACPPO, tmp_path / str(coef), augment={"shift": 4}, policy=NatureCNNActorCriticPolicy,
                        drac_coef=coef, n_epochs=4, batch_size=32, learning_rate=1e-3)  # fmt: skip
         before = _shift_kl(model, obs)
@@ -143,10 +186,13 @@ def test_save_load_keeps_drac_coef_and_predictions(tmp_path):
         assert torch.equal(saved, restored), name
 
 
-def test_bad_drac_coef_is_refused():
+def test_bad_drac_coef_is_refused(tmp_path):
     for bad in (-0.1, "0.1", True):
         with pytest.raises(ValueError, match="drac_coef must be a number >= 0"):
             DrACPPO("CnnPolicy", image_env(size=36), drac_coef=bad)
+    DrACPPO("CnnPolicy", image_env(size=36), n_steps=16, batch_size=16).save(tmp_path / "drac.zip")
+    with pytest.raises(ValueError, match="drac_coef must be a number >= 0"):
+        DrACPPO.load(tmp_path / "drac.zip", custom_objects={"drac_coef": -1.0})
 
 
 @pytest.mark.parametrize("share", [True, False])
@@ -180,18 +226,35 @@ def test_ppo_drac_trains_from_a_zoo_config(tmp_path):
         "n_epochs": 1, "batch_size": 64, "drac_coef": 0.5,
         "policy_kwargs": {"features_extractor_kwargs": {"augment": {"shift": 4}}},
     }}))  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no "augments nothing"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert main(["train", "--algo", "ppo_drac", "--env", "MiniGrid-Empty-5x5-v0", "--conf-file", str(conf), "-f",
                      str(tmp_path / "logs"), "-tb", str(tmp_path / "tb"), "--no-progress", "--eval-freq", "-1",
                      "--seed", "0"]) == 0  # fmt: skip
+    assert not [w for w in caught if "augments nothing" in str(w.message)]
     saved = tmp_path / "logs" / "ppo_drac" / "MiniGrid-Empty-5x5-v0_1" / "MiniGrid-Empty-5x5-v0.zip"
     model = ALGOS["ppo_drac"].load(saved, device="cpu")
     assert isinstance(model, DrACPPO) and model.drac_coef == 0.5
     assert "train/drac_policy_loss" in read_events(tmp_path / "tb").Tags()["scalars"]
 
 
-def test_configs_for_ppo_drac_take_ppos_keys_and_drac_coef():
+def test_configs_for_ppo_drac_take_ppos_keys_and_a_numeric_drac_coef(tmp_path):
     from sb3_pretrained import zoo
 
     assert set(zoo.valid_keys("ppo_drac")[1]) == {*zoo.valid_keys("ppo")[1], "drac_coef"}
+    entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo.yml").read_text())["MiniGrid-Empty-5x5-v0"]
+    conf = tmp_path / "drac.yml"
+    conf.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": {**entry, "drac_coef": "strong"}}))
+    with pytest.raises(zoo.ConfigError, match="'drac_coef' must be float, got 'strong'"):
+        zoo.validate_config(conf, "ppo_drac", "MiniGrid-Empty-5x5-v0")
+    conf.write_text(yaml.safe_dump({"MiniGrid-Empty-5x5-v0": {**entry, "drac_coef": 0.3}}))
+    zoo.validate_config(conf, "ppo_drac", "MiniGrid-Empty-5x5-v0")
+
+
+def test_ppo_drac_is_registered_like_ppo():
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+    from rl_zoo3.utils import ALGOS
+
+    assert ALGOS["ppo_drac"] is DrACPPO and ALGOS["ppo"] is PPO
+    assert HYPERPARAMS_SAMPLER["ppo_drac"] is HYPERPARAMS_SAMPLER["ppo"]
+    assert HYPERPARAMS_CONVERTER["ppo_drac"] is HYPERPARAMS_CONVERTER["ppo"]

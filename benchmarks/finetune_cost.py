@@ -13,9 +13,14 @@ Two measurements, each a JSON line:
   EfficientNet trunk (``conv_stem``, ``bn1``, ``blocks[i]``; checked equal to ``forward_intermediates``). It says how
   much a cache of the frozen stages' output could save while only the top stages train.
 
+``--augment`` also times the config with DrQ's random shift (``augment: {shift: 4}``), and ``--drac`` times that
+config with :class:`sb3_pretrained.DrACPPO` in place of PPO (a plain pass for PPO's loss plus an augmented pass for
+the regularizer, per minibatch); each row names its ``algo``.
+
 One torch thread (as the study's runs). The numbers in docs/learning.md ("What is left") come from:
 
-    python benchmarks/finetune_cost.py > docs/learning/finetune_cost_carracing.jsonl
+    python benchmarks/finetune_cost.py --augment > docs/learning/finetune_cost_carracing.jsonl
+    python benchmarks/finetune_cost.py --drac > docs/learning/finetune_cost_carracing_drac.jsonl
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
+from sb3_pretrained import DrACPPO
 from sb3_pretrained.machine import cpu_description
 from sb3_pretrained.policies import TimmActorCriticPolicy
 
@@ -39,12 +45,12 @@ EXTRACTOR = dict(model_name="efficientnet_lite0", frozen=True, input_size="nativ
 STAGES = ["stem", "stage1", "stage2", "stage3"]  # backbone_stages of efficientnet_lite0 cut at feature map 2
 
 
-def rollouts(count: int, augment: bool) -> list[dict]:
+def rollouts(count: int, augment: bool, algo: type[PPO] = PPO) -> list[dict]:
     env = make_vec_env("CarRacing-v3", n_envs=8, seed=0, env_kwargs={"continuous": False}, wrapper_class=FrameSkip,
                        wrapper_kwargs={"skip": 2})
     extractor = dict(EXTRACTOR, **({"augment": {"shift": 4}} if augment else {}))
-    model = PPO(TimmActorCriticPolicy, VecFrameStack(env, 2), n_steps=256, batch_size=256, n_epochs=4, seed=0,
-                device="cpu", policy_kwargs={"features_extractor_kwargs": extractor})
+    model = algo(TimmActorCriticPolicy, VecFrameStack(env, 2), n_steps=256, batch_size=256, n_epochs=4, seed=0,
+                 device="cpu", policy_kwargs={"features_extractor_kwargs": extractor})
     extractor_module = model.policy.features_extractor
     assert extractor_module.stage_names == STAGES, extractor_module.stage_names
     rows = []
@@ -54,7 +60,7 @@ def rollouts(count: int, augment: bool) -> list[dict]:
         start = time.perf_counter()
         model.learn(steps * count, reset_num_timesteps=False)
         seconds = (time.perf_counter() - start) / count
-        rows.append({"measure": "rollout", "augment_shift": augment, "trainable_stages": trainable,
+        rows.append({"measure": "rollout", "algo": algo.__name__, "augment_shift": augment, "trainable_stages": trainable,
                      "seconds_per_rollout": round(seconds, 1), "steps_per_rollout": steps,
                      "seconds_per_100k": round(seconds * 100_000 / steps)})
     env.close()
@@ -101,11 +107,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=1, help="rollouts timed per stage count")
     parser.add_argument("--augment", action="store_true", help="also time the shift-augmented config")
+    parser.add_argument("--drac", action="store_true", help="only time the shift-augmented config with DrACPPO")
     args = parser.parse_args()
     torch.set_num_threads(1)
     machine = {"machine": cpu_description(), "torch": torch.__version__, "threads": 1}
-    rows = minibatch() + rollouts(args.rollouts, augment=False)
-    if args.augment:
+    if args.drac:
+        rows = rollouts(args.rollouts, augment=True, algo=DrACPPO)
+    else:
+        rows = minibatch() + rollouts(args.rollouts, augment=False)
+    if args.augment and not args.drac:
         rows += rollouts(args.rollouts, augment=True)
     for row in rows:
         print(json.dumps({**row, **machine}), flush=True)

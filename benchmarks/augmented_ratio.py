@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from backbone_drift import config_env, final_model
+from backbone_drift import config_env, final_agent
 
 
 def own_episodes(model: Any, entry: dict[str, Any], env_id: str, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,15 +55,9 @@ def own_episodes(model: Any, entry: dict[str, Any], env_id: str, frames: int, se
 
 
 def ratios(trial: Path, frames: int, draws: int, shift: int, seed: int) -> dict[str, Any]:
-    from rl_zoo3.utils import ALGOS
-
-    from sb3_pretrained import zoo
     from sb3_pretrained.augmentation import ImageAugmentation
-    from sb3_pretrained.trial import _zoo_hyperparams
 
-    spec = json.loads((trial / "trial.json").read_text())["spec"]
-    model = ALGOS[spec["algo"]].load(final_model(trial, spec["algo"], spec["env_id"]), device="cpu")
-    config = {**zoo.load_config(spec["config"])[spec["env_id"]], **(_zoo_hyperparams(tuple(spec["hyperparams"])) or {})}
+    spec, model, config = final_agent(trial)
     obs, actions = own_episodes(model, config, spec["env_id"], frames, seed)
     policy = model.policy
     policy.set_training_mode(False)  # the agent's own augmentation off: the shift below is the only one

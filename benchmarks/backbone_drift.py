@@ -39,6 +39,20 @@ def final_model(trial: Path, algo: str, env_id: str) -> Path:
     return saved[-1]
 
 
+def final_agent(trial: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """A finished sweep trial's spec (``trial.json``), its final agent (:func:`final_model`, loaded on the CPU) and
+    the config entry it trained with (the config's entry with the sweep's ``-params`` overrides)."""
+    from rl_zoo3.utils import ALGOS
+
+    from sb3_pretrained import zoo
+    from sb3_pretrained.trial import _zoo_hyperparams
+
+    spec = json.loads((trial / "trial.json").read_text())["spec"]
+    model = ALGOS[spec["algo"]].load(final_model(trial, spec["algo"], spec["env_id"]), device="cpu")
+    config = {**zoo.load_config(spec["config"])[spec["env_id"]], **(_zoo_hyperparams(tuple(spec["hyperparams"])) or {})}
+    return spec, model, config
+
+
 def relative_change(now: list[torch.Tensor], before: list[torch.Tensor]) -> float:
     change = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(now, before, strict=True))
     size = sum(float(b.double().pow(2).sum()) for b in before)
@@ -83,14 +97,9 @@ def observations(model: Any, entry: dict[str, Any], env_id: str, frames: int, se
 
 
 def drift(trial: Path, frames: int, seed: int) -> dict[str, Any]:
-    from rl_zoo3.utils import ALGOS
     from stable_baselines3.common.preprocessing import preprocess_obs
 
-    from sb3_pretrained import zoo
-    from sb3_pretrained.trial import _zoo_hyperparams
-
-    spec = json.loads((trial / "trial.json").read_text())["spec"]
-    model = ALGOS[spec["algo"]].load(final_model(trial, spec["algo"], spec["env_id"]), device="cpu")
+    spec, model, config = final_agent(trial)
     extractor = model.policy.features_extractor
     kwargs = model.policy_kwargs.get("features_extractor_kwargs", {})
     reference = type(extractor)(model.observation_space, **kwargs).eval()
@@ -114,8 +123,6 @@ def drift(trial: Path, frames: int, seed: int) -> dict[str, Any]:
         moved = sum(float((tuned[n].detach() - pretrained[n].detach()).double().pow(2).sum()) for n in convs)
         rms_change[stage.name] = (moved / max(1, sum(tuned[n].numel() for n in convs))) ** 0.5
 
-    # The env as the trial trained in it: its config's entry with the sweep's -params overrides.
-    config = {**zoo.load_config(spec["config"])[spec["env_id"]], **(_zoo_hyperparams(tuple(spec["hyperparams"])) or {})}
     obs = observations(model, config, spec["env_id"], frames, seed)
     with torch.no_grad():
         batch = model.policy.obs_to_tensor(obs)[0]

@@ -4,7 +4,9 @@ A sweep folder (``logs/sweeps/<name>/``) is both Ray Tune's experiment folder an
 
 - ``sweep.json``: the trials (:class:`sb3_pretrained.trial.TrialSpec`) and their resources;
 - ``configs/``: the config file of each variant (copied, or derived for ``scratch``), so the folder is complete
-  and can move;
+  and can move: to another path or machine, even without Ray's own state (``experiment_state-*.json``,
+  ``basic-variant-state-*.json``, ``tuner.pkl``, the trials' ``params.pkl``), ``--resume`` continues each trial
+  from the checkpoint in its folder;
 - ``<variant>_seed<k>/``: one folder per trial, Ray's files (``params.json``, ``progress.csv``, ...) beside the
   trial's own (:mod:`sb3_pretrained.trial`);
 - ``results.csv``, ``summary.md``, ``curves.png`` (:mod:`sb3_pretrained.results`).

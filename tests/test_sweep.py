@@ -140,6 +140,43 @@ def kill_sweep_when(condition, process: subprocess.Popen, log: Path, timeout: fl
         time.sleep(0.1)
 
 
+#: Ray's own state in a sweep folder; without it ``--resume`` starts Ray afresh and the trials go on from their folders.
+RAY_STATE = ("experiment_state-*.json", "basic-variant-state-*.json", "tuner.pkl", "*/params.pkl")
+
+
+@pytest.mark.slow
+def test_sweep_moved_to_another_folder_without_ray_state_resumes(tmp_path):
+    """A sweep killed on one machine and carried to another (a different path, Ray's state left behind, as a git
+    commit of the folder would carry it) continues its trial from the checkpoint it carried."""
+    sweep = tmp_path / "machine-a" / "tiny"
+    args = ["--variants", "scratch", "--seeds", "1", "-f", str(sweep.parent), "--name", "tiny", *TINY]
+    process = start_sweep(args, tmp_path / "first.log")
+    trial = sweep / "scratch_seed0"
+
+    def checkpointed_mid_run() -> bool:
+        found = trial / "checkpoint.json"
+        return found.exists() and json.loads(found.read_text())["env_step"] < 512
+
+    kill_sweep_when(checkpointed_mid_run, process, tmp_path / "first.log")
+    carried = json.loads((trial / "checkpoint.json").read_text())["env_step"]
+    moved = tmp_path / "machine-b" / "sweeps" / "tiny"
+    shutil.copytree(sweep, moved)
+    shutil.rmtree(sweep.parent)
+    for pattern in RAY_STATE:
+        for path in moved.glob(pattern):
+            path.unlink()
+
+    process = start_sweep(["--resume", str(moved)], tmp_path / "resume.log")
+    assert process.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    state = trial_state(moved / "scratch_seed0")
+    assert state["status"] == "finished"
+    assert [s["env_step"] for s in state["starts"]] == [0, carried]
+    evaluations = csv_rows(moved / "scratch_seed0" / "evaluations.csv")
+    assert [float(r["env_step"]) for r in evaluations] == [128, 256, 384, 512]
+    walls = [float(r["wall_clock_s"]) for r in evaluations]
+    assert walls == sorted(walls)
+
+
 @pytest.mark.slow
 def test_sweep_killed_resumes_and_reports(tmp_path):
     entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo.yml").read_text())[ENV]

@@ -15,12 +15,15 @@ Two measurements, each a JSON line:
 
 ``--augment`` also times the config with DrQ's random shift (``augment: {shift: 4}``), and ``--drac`` times that
 config with :class:`sb3_pretrained.DrACPPO` in place of PPO (a plain pass for PPO's loss plus an augmented pass for
-the regularizer, per minibatch); each row names its ``algo``.
+the regularizer, per minibatch); each row names its ``algo``. ``--amp`` times the unaugmented config twice instead,
+in float32 (``amp: false``) and under bf16 autocast (``amp: true``: frozen and training stages alike), each row naming
+its ``amp``: what bf16 saves on a CPU that computes it natively (AVX512-BF16, AMX); elsewhere autocast emulates it.
 
 One torch thread (as the study's runs). The numbers in docs/learning.md ("What is left") come from:
 
     python benchmarks/finetune_cost.py --augment > docs/learning/finetune_cost_carracing.jsonl
     python benchmarks/finetune_cost.py --drac > docs/learning/finetune_cost_carracing_drac.jsonl
+    python benchmarks/finetune_cost.py --amp > docs/learning/finetune_cost_carracing_amp.jsonl
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ EXTRACTOR = dict(model_name="efficientnet_lite0", frozen=True, input_size="nativ
 STAGES = ["stem", "stage1", "stage2", "stage3"]  # backbone_stages of efficientnet_lite0 cut at feature map 2
 
 
-def rollouts(count: int, augment: bool, algo: type[PPO] = PPO) -> list[dict]:
+def rollouts(count: int, augment: bool, algo: type[PPO] = PPO, amp: bool | None = None) -> list[dict]:
     env = make_vec_env("CarRacing-v3", n_envs=8, seed=0, env_kwargs={"continuous": False}, wrapper_class=FrameSkip,
                        wrapper_kwargs={"skip": 2})
-    extractor = dict(EXTRACTOR, **({"augment": {"shift": 4}} if augment else {}))
+    extractor = dict(EXTRACTOR, **({"augment": {"shift": 4}} if augment else {}), **({} if amp is None else {"amp": amp}))
     model = algo(TimmActorCriticPolicy, VecFrameStack(env, 2), n_steps=256, batch_size=256, n_epochs=4, seed=0,
                  device="cpu", policy_kwargs={"features_extractor_kwargs": extractor})
     extractor_module = model.policy.features_extractor
@@ -60,7 +63,8 @@ def rollouts(count: int, augment: bool, algo: type[PPO] = PPO) -> list[dict]:
         start = time.perf_counter()
         model.learn(steps * count, reset_num_timesteps=False)
         seconds = (time.perf_counter() - start) / count
-        rows.append({"measure": "rollout", "algo": algo.__name__, "augment_shift": augment, "trainable_stages": trainable,
+        rows.append({"measure": "rollout", "algo": algo.__name__, "augment_shift": augment, "amp": amp,
+                     "trainable_stages": trainable,
                      "seconds_per_rollout": round(seconds, 1), "steps_per_rollout": steps,
                      "seconds_per_100k": round(seconds * 100_000 / steps)})
     env.close()
@@ -108,14 +112,17 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=1, help="rollouts timed per stage count")
     parser.add_argument("--augment", action="store_true", help="also time the shift-augmented config")
     parser.add_argument("--drac", action="store_true", help="only time the shift-augmented config with DrACPPO")
+    parser.add_argument("--amp", action="store_true", help="only time the unaugmented config in float32 and in bf16")
     args = parser.parse_args()
     torch.set_num_threads(1)
     machine = {"machine": cpu_description(), "torch": torch.__version__, "threads": 1}
-    if args.drac:
+    if args.amp:
+        rows = rollouts(args.rollouts, augment=False, amp=False) + rollouts(args.rollouts, augment=False, amp=True)
+    elif args.drac:
         rows = rollouts(args.rollouts, augment=True, algo=DrACPPO)
     else:
         rows = minibatch() + rollouts(args.rollouts, augment=False)
-    if args.augment and not args.drac:
+    if args.augment and not (args.drac or args.amp):
         rows += rollouts(args.rollouts, augment=True)
     for row in rows:
         print(json.dumps({**row, **machine}), flush=True)

@@ -186,8 +186,12 @@ def test_channels_last_and_bf16_autocast_keep_the_features():
     torch.testing.assert_close(low, expected, rtol=0.1, atol=0.05)
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
 @pytest.mark.parametrize("frozen", [True, False])
-def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(frozen):
+def test_default_precision_on_cpu_measured_for_frozen_backbones_where_bf16_is_native(frozen, native_bf16, monkeypatch):
+    """On a CPU with native bf16 a frozen backbone runs the precision it measured faster at its first batch; a
+    training backbone, or any on a CPU that only emulates bf16, runs float32."""
+    monkeypatch.setattr(encoder_module, "CPU_NATIVE_BF16", native_bf16)
     space = _space((3, 32, 32))
     extractors = {amp: TimmExtractor(space, TINY_MODEL, pretrained=False, features_dim=None, frozen=frozen, amp=amp,
                                      feature_cache=0) for amp in (None, True, False)}
@@ -197,7 +201,14 @@ def test_default_precision_bf16_only_for_frozen_backbones_on_native_bf16_cpus(fr
     with torch.no_grad():
         features = {amp: extractor.eval()(images) for amp, extractor in extractors.items()}
     assert not torch.equal(features[True], features[False])
-    expected = features[True] if frozen and encoder_module.CPU_NATIVE_BF16 else features[False]
+    precision = extractors[None].encoder.precision
+    if frozen and native_bf16:
+        (key, chosen), = precision.choices.items()
+        assert set(precision.timings[key]) == {False, True}
+        expected = features[chosen]
+    else:
+        assert precision.choices == {}
+        expected = features[False]
     torch.testing.assert_close(features[None], expected, rtol=0, atol=0)
 
 

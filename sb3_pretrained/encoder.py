@@ -35,7 +35,7 @@ from sb3_pretrained.weights import PretrainedSpec
 
 FRAME_MODES = ("per_frame", "channel")
 FUSIONS = ("concat", "flare")
-CPU_NATIVE_BF16 = cpu_has_native_bf16()  # bf16 inference on CPU is a candidate only where it is native
+CPU_NATIVE_BF16 = cpu_has_native_bf16()  # bf16 inference on CPU only where it is native
 
 
 def _synchronize(device: torch.device) -> None:
@@ -217,12 +217,12 @@ class BackboneEncoder(nn.Module):
         differences between consecutive embeddings)
     :param channels_last: run the backbone in the channels_last memory format (faster convolutions on CPU and GPU)
     :param amp: run the backbone under bfloat16 autocast. None (default): chosen per path. A frozen backbone on
-        CUDA, or on a CPU that computes bf16 natively (AVX512-BF16/AMX), times float32 and bf16 at its first batch of
-        an input shape (while acting: the envs' count) and keeps the faster for every batch after it (see
-        :class:`~sb3_pretrained.precision.FastestChoice`; at the small batches of acting float32 can win: on a
-        2-core AMD EPYC, efficientnet_lite0 to map 2 at 56 px takes 3.8 ms fp32 against 7.3 ms bf16 for 8 images,
-        ``benchmarks/cpu_precision.py``); on other CPUs float32. A training backbone uses bf16 on CUDA, float32 on
-        CPU. bf16 keeps float32's exponent range, so no gradient scaler is needed when fine-tuning
+        CUDA times float32 and bf16 at its first batch of an input shape (while acting: the envs' count) and keeps the
+        faster for every batch after it (see
+        :class:`~sb3_pretrained.precision.FastestChoice`; at the small batches of acting, launch-bound, float32 can
+        win); a training backbone on CUDA uses bf16; on CPU, bf16 only for a frozen backbone on CPUs that compute
+        it natively (AVX512-BF16/AMX), as timm's benchmark runs inference. bf16 keeps float32's exponent range, so
+        no gradient scaler is needed when fine-tuning
     :param cuda_graphs: while the backbone is frozen (and in eval mode), replay CUDA graphs of preprocessing and
         backbone for CUDA inputs of up to 256 rows (see :class:`~sb3_pretrained.cuda_graphs.GraphedForward`): one
         launch instead of one per kernel, for the small batches an RL loop runs. Captured at first use per batch
@@ -299,7 +299,7 @@ class BackboneEncoder(nn.Module):
         self.channels_last, self.amp, self.cuda_graphs = channels_last, amp, cuda_graphs
         self.graphs = GraphedForward(self.backbone)
         #: The measured precision of frozen CUDA calls when ``amp`` is None (its ``choices`` and ``timings``).
-        self.precision = FastestChoice(device_types=("cuda", "cpu") if CPU_NATIVE_BF16 else ("cuda",))
+        self.precision = FastestChoice()
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.feature_cache = feature_cache
@@ -372,10 +372,10 @@ class BackboneEncoder(nn.Module):
             keep_cpu_buffers_mapped()
         inputs = inputs.float()
         amp = self.amp
-        if amp is None and not self.trains and self.precision.measures(inputs.device.type):
+        if amp is None and not self.trains and len(inputs) and self.precision.measures(inputs.device.type):
             amp = self._measured_precision(inputs)
         elif amp is None:
-            amp = inputs.is_cuda  # a training backbone, or a CPU without native bf16: bf16 on CUDA, float32 on CPU
+            amp = inputs.is_cuda or (CPU_NATIVE_BF16 and inputs.device.type == "cpu" and not self.trains)
         if not self.trains:
             return self._frozen_embed(inputs, amp)
         return self._embed(inputs, amp)
@@ -386,8 +386,6 @@ class BackboneEncoder(nn.Module):
         key = (tuple(inputs.shape[1:]), inputs.device, self.channels_last, self.cuda_graphs)
         if key in self.precision.choices:
             return bool(self.precision.choices[key])
-        if not len(inputs):  # nothing to time, and nothing computed: measured at the first batch with rows
-            return inputs.is_cuda
         amp = bool(self.precision.choose(key, partial(self._frozen_embed, inputs), partial(_synchronize, inputs.device)))
         self.graphs.discard((not amp, self.channels_last))
         return amp

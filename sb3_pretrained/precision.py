@@ -3,10 +3,8 @@
 Which precision is faster depends on the batch, not only on the GPU: a small backbone at the batch an RL loop acts
 with (the envs' count) is bound by kernel launches, where bf16 autocast adds cast kernels and can be slower than
 float32 (efficientnet_lite0 at batch 16 on an H200: 6.5 ms bf16 against 3.5 ms fp32, eager); at a training batch
-the arithmetic dominates and bf16 wins. The same holds on a CPU that computes bf16 natively (AVX512-BF16, AMX):
-at 8 images bf16 can take twice float32's time, at 256 half of it (``benchmarks/cpu_precision.py``); on other CPUs
-autocast emulates bf16 and float32 is used unmeasured. :class:`FastestChoice` therefore times each candidate the
-first time a key (input shape, device, ...) is seen and keeps the fastest for that key.
+the arithmetic dominates and bf16 wins. :class:`FastestChoice` therefore times each candidate the first time a
+key (input shape, device, ...) is seen and keeps the fastest for that key.
 
 The encoder measures once per input signature, at its first call (in an SB3 loop: the acting batch, the envs'
 count), and keeps that precision for every batch size after it, so that features computed while acting and those of

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 
-from sb3_pretrained import encoder, weights  # noqa: E402
+from sb3_pretrained import weights  # noqa: E402
 from tests.helpers import TINY_MODEL  # noqa: E402
 
 
@@ -27,14 +27,6 @@ def fresh_weight_cache():
 def offline_hub(monkeypatch):
     """Tests never wait for Hugging Face: the hub counts as unreachable."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(autouse=True)
-def cpu_without_native_bf16(monkeypatch):
-    """Tests run the same on every CPU: a frozen backbone on CPU runs float32, unmeasured, as on CPUs that only
-    emulate bf16 (where this CPU computes it natively, the encoder would time both precisions at its first batch,
-    and tests that count backbone passes would count those). Tests of that choice set the flag themselves."""
-    monkeypatch.setattr(encoder, "CPU_NATIVE_BF16", False)
 
 
 @pytest.fixture

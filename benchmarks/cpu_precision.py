@@ -10,7 +10,7 @@ channels_last, the encoder's own preprocessing; the best of ``--rounds`` rounds 
 warm-up call) and what the default runs on this CPU.
 
 One torch thread; run it on an otherwise idle core: another process on the same core makes every timing noise (a
-first run here beside two trainings on two cores had bf16 at 0.5x or 1.4x float32 for the same shape). The numbers
+first run here beside two trainings on two cores, not kept, had bf16 at 0.5x or 1.4x float32 for one shape). The numbers
 in docs/benchmarks.md come from (the second setup list with fewer batches: 224 px at 256 takes minutes):
 
     python benchmarks/cpu_precision.py --setups minigrid_56px_map2 carracing_96px_map2 > docs/benchmarks_cpu_precision.jsonl

@@ -52,7 +52,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.atomic import write_atomic
-from sb3_pretrained.machine import cpu_description, gpu_names
+from sb3_pretrained.machine import cpu_description, cpu_has_native_bf16, gpu_names
 from sb3_pretrained.sb3_internals import atomic_saves, give_eval_envs_the_config_kwargs
 
 #: Seed of the eval envs, the same for every trial and every evaluation (the same eval episodes throughout).
@@ -152,8 +152,9 @@ def code_revision(source: Path) -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """What a start of a trial ran: the code (``sb3_pretrained``'s commit when it is installed from a git checkout,
-    see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores, its GPUs, whether the trial
-    uses them or not)."""
+    see :func:`code_revision`; its version; torch's) and the machine (CPU model and cores; whether it computes bf16
+    natively, which decides a frozen backbone's default precision on CPU; its GPUs, whether the trial uses them or
+    not)."""
     import torch
 
     import sb3_pretrained
@@ -163,6 +164,7 @@ def provenance() -> dict[str, Any]:
         "sb3_pretrained": sb3_pretrained.__version__,
         "torch": torch.__version__,
         "cpu": cpu_description(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "gpus": gpu_names(),
     }
 

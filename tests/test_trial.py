@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from sb3_pretrained import zoo
+from sb3_pretrained.machine import cpu_has_native_bf16
 from sb3_pretrained.shifts import VisualShift
 from sb3_pretrained.trial import TrialSpec, code_revision, read_evaluations, read_json, read_shifts, run_trial
 from tests.helpers import record_eval_env_kwargs
@@ -35,6 +36,7 @@ def test_final_agent_is_evaluated_under_each_shift(tmp_path, monkeypatch):
     # The start records the code and machine it ran on.
     (start,) = read_json(tmp_path / spec.name / "trial.json")["starts"]
     assert start["env_step"] == 0 and start["torch"] and "cores" in start["cpu"] and isinstance(start["gpus"], list)
+    assert start["cpu_native_bf16"] is cpu_has_native_bf16()  # what a frozen backbone's CPU precision followed
     assert start["commit"] == code_revision(Path(zoo.__file__).parent)["commit"]  # this checkout's, when run from one
 
 

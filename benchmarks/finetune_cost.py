@@ -111,9 +111,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=1, help="rollouts timed per stage count")
     parser.add_argument("--augment", action="store_true", help="also time the shift-augmented config")
-    parser.add_argument("--drac", action="store_true", help="only time the shift-augmented config with DrACPPO")
-    parser.add_argument("--amp", action="store_true", help="only time the unaugmented config in float32 and in bf16")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--drac", action="store_true", help="only time the shift-augmented config with DrACPPO")
+    only.add_argument("--amp", action="store_true", help="only time the unaugmented config in float32 and in bf16")
     args = parser.parse_args()
+    if args.augment and (args.drac or args.amp):
+        parser.error("--augment adds the shifted config to the default measurements; --drac and --amp time one set of "
+                     "their own (--drac is the shifted config already). Give one of them.")
     torch.set_num_threads(1)
     machine = {"machine": cpu_description(), "torch": torch.__version__, "threads": 1}
     if args.amp:
@@ -122,7 +126,7 @@ def main() -> None:
         rows = rollouts(args.rollouts, augment=True, algo=DrACPPO)
     else:
         rows = minibatch() + rollouts(args.rollouts, augment=False)
-    if args.augment and not (args.drac or args.amp):
+    if args.augment:
         rows += rollouts(args.rollouts, augment=True)
     for row in rows:
         print(json.dumps({**row, **machine}), flush=True)

@@ -162,11 +162,10 @@ def test_sweep_moved_to_another_folder_without_ray_state_resumes(tmp_path):
     moved = tmp_path / "machine-b" / "sweeps" / "tiny"
     shutil.copytree(sweep, moved)
     shutil.rmtree(sweep.parent)
-    removed = [path.name for pattern in RAY_STATE for path in moved.glob(pattern)]
-    for pattern in RAY_STATE:
-        for path in moved.glob(pattern):
-            path.unlink()
-    assert "tuner.pkl" in removed and 0 < carried < 512  # Ray could have restored it; the trial was mid-run
+    ray_state = [path for pattern in RAY_STATE for path in moved.glob(pattern)]
+    for path in ray_state:
+        path.unlink()
+    assert "tuner.pkl" in {path.name for path in ray_state} and 0 < carried < 512  # Ray could have restored it; mid-run
 
     process = start_sweep(["--resume", str(moved)], tmp_path / "resume.log")
     assert process.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]

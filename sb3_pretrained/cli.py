@@ -40,6 +40,7 @@ from sb3_pretrained.runs import (
 )
 from sb3_pretrained.sb3_internals import atomic_saves, recording_experiments
 from sb3_pretrained.scratch import variant_config
+from sb3_pretrained.trial import VEC_ENVS
 from sb3_pretrained.trust import UntrustedError
 from sb3_pretrained.zoo import VARIANTS, ConfigError, validate_config
 
@@ -348,6 +349,14 @@ def _sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="sweep name (default: <algo>-<env>-<date>-<time>)")
     parser.add_argument("-f", "--log-folder", default="logs/sweeps", help="where sweeps go (default: logs/sweeps)")
     parser.add_argument("--address", help="join a running Ray cluster (auto, or host:port); default: a local Ray")
+    parser.add_argument(
+        "--no-ray", action="store_true", help="run the trials one after another in this process, without Ray (for a "
+        "machine without Ray; each trial gets every device this process sees); --resume can switch either way",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vec-env", choices=VEC_ENVS, default="dummy", help="how each run steps its envs, as rl_zoo3's --vec-env: "
+        "dummy, in the run's process (default), or subproc, a process per env (for spare cores)",
+    )  # fmt: skip
     parser.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs (and torch threads) per run (default: 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per run, fractions share one (default: 0)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as many as resources allow)")
@@ -382,6 +391,8 @@ def sweep(argv: Sequence[str]) -> int:
             results.write_report(args.report, output)
             print(f"sb3-pretrained sweep: report in {output}/ (results.csv, summary.md, curves.png)")
             return 0
+        if args.no_ray and args.address:
+            parser.error("--no-ray runs the trials in this process: drop --address, or drop --no-ray to join a Ray cluster.")
         if args.resume:
             folder = Path(args.resume)
             sweeps.load_sweep(folder)
@@ -405,11 +416,13 @@ def sweep(argv: Sequence[str]) -> int:
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
                 eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                 checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
-                shifts=args.shifts,
-                trust_config=args.trust_config,
+                shifts=args.shifts, trust_config=args.trust_config, vec_env=args.vec_env,
             )  # fmt: skip
             sweeps.save_sweep(folder, trials, resources)
-        failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))
+        if args.no_ray:
+            failed = sweeps.run_in_process(folder)
+        else:
+            failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))
         results.write_report([folder], folder)
     except (ConfigError, sweeps.SweepError, results.ReportError) as err:
         print(f"sb3-pretrained sweep: error: {err}", file=sys.stderr)

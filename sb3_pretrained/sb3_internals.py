@@ -74,6 +74,14 @@ Each item, the version it was checked against, and the test that fails if a rele
     package is imported, without replacing a name rl_zoo3 already has. Checked: rl_zoo3 2.9.2. Tests:
     ``tests/test_drac.py::test_ppo_drac_trains_from_a_zoo_config``, ``::test_ppo_drac_is_registered_like_ppo``.
 
+13. **``SubprocVecEnv.step_wait`` stacks the rewards the envs return as they are** (``np.stack``: float64, or int64
+    for an env that returns ints, as MiniGrid does before its goal), where ``DummyVecEnv`` keeps them in a float32
+    buffer; on-policy algorithms add a truncated episode's bootstrapped value into that array in place
+    (``OnPolicyAlgorithm.collect_rollouts``), which an int array truncates to an int, so the same envs trained
+    another agent in subprocesses. :class:`Float32RewardsSubprocVecEnv` hands rewards over as float32, as
+    ``DummyVecEnv`` does, and a sweep's ``--vec-env subproc`` uses it. Checked: SB3 2.9.2. Test:
+    ``tests/test_sweep.py::test_sweep_without_ray_runs_in_process_and_subproc_envs_train_the_same_agent``.
+
 Items 7, 8 and 9 replace library methods only inside a ``with`` block and put them back on exit. No other module of
 this package walks the call stack or patches SB3; item 12 adds entries to rl_zoo3's registry and changes none.
 """
@@ -91,11 +99,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel, BasePolicy
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 from torch import nn
 
 from sb3_pretrained.atomic import atomic_path
@@ -290,6 +299,18 @@ def recording_experiments() -> Iterator[list[Any]]:
 
     with _replaced(ExperimentManager, "setup_experiment", make), _replaced(ExperimentManager, "create_envs", make_create_envs):
         yield managers
+
+
+class Float32RewardsSubprocVecEnv(SubprocVecEnv):
+    """Item 13: SB3's ``SubprocVecEnv`` with the rewards as float32, as ``DummyVecEnv`` hands them over."""
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = super().step_wait()
+        return obs, rewards.astype(np.float32), dones, infos
+
+
+#: rl_zoo3's ``--vec-env`` names and the classes a sweep trial steps its envs with (item 13).
+VEC_ENV_CLASSES: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": Float32RewardsSubprocVecEnv}
 
 
 def apply_fixes() -> None:

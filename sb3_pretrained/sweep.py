@@ -11,6 +11,8 @@ A sweep folder (``logs/sweeps/<name>/``) is both Ray Tune's experiment folder an
   trial's own (:mod:`sb3_pretrained.trial`);
 - ``results.csv``, ``summary.md``, ``curves.png`` (:mod:`sb3_pretrained.results`).
 
+Without Ray, :func:`run_in_process` runs the same trials one after another in the calling process (``--no-ray``).
+
 Ray knowledge lives here (checked against Ray 2.60): a function trainable reporting with ``tune.report``, one
 trial per (variant, seed) from a ``grid_search`` over trial dicts, ``tune.with_resources`` for the per-trial
 CPUs/GPUs, ``Tuner.restore(..., resume_errored=True)`` to resume. Trials resume from their own checkpoints (in the
@@ -25,15 +27,17 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sb3_pretrained.atomic import write_atomic
 from sb3_pretrained.scratch import variant_config
 from sb3_pretrained.shifts import parse_shift
-from sb3_pretrained.trial import TrialSpec, run_trial
+from sb3_pretrained.trial import VEC_ENVS, TrialSpec, run_trial
 from sb3_pretrained.zoo import VARIANTS, ConfigError, config_entry, load_config, validate_config
 
 SWEEP_FILE = "sweep.json"
@@ -75,6 +79,7 @@ def plan_trials(
     resources: Resources = Resources(),
     shifts: Sequence[str] = (),
     trust_config: bool = False,
+    vec_env: str = "dummy",
 ) -> list[TrialSpec]:
     """Check every variant's config and write it into ``<folder>/configs/``; the trials, variant-major.
 
@@ -94,9 +99,13 @@ def plan_trials(
     :param resources: per-trial CPUs (torch threads) and GPUs
     :param shifts: held-out visual shifts each final agent is also evaluated under (:mod:`sb3_pretrained.shifts`)
     :param trust_config: the configs may run any code (see :func:`sb3_pretrained.zoo.validate_config`)
-    :raises ConfigError: a variant without a config, a config that would fail, or a malformed shift
+    :param vec_env: how each trial steps its envs (:data:`sb3_pretrained.trial.VEC_ENVS`)
+    :raises ConfigError: a variant without a config, a config that would fail, a malformed shift or an unknown
+        ``vec_env``
     """
     conf_files = dict(conf_files or {})
+    if vec_env not in VEC_ENVS:
+        raise ConfigError(f"Unknown vec env '{vec_env}': choose one of {', '.join(VEC_ENVS)}.")
     for variant in variants:
         if variant not in VARIANTS and variant not in conf_files:
             raise ConfigError(
@@ -126,7 +135,7 @@ def plan_trials(
                     eval_episodes=eval_episodes, final_eval_episodes=final_eval_episodes or eval_episodes,
                     checkpoint_freq=checkpoint_freq or max(steps // CHECKPOINTS_PER_TRIAL, 1),
                     hyperparams=tuple(hyperparams), n_eval_envs=n_eval_envs, num_threads=max(int(resources.cpus), 1),
-                    shifts=tuple(shifts),
+                    shifts=tuple(shifts), vec_env=vec_env,
                 )
             )  # fmt: skip
     return trials
@@ -168,6 +177,45 @@ def _trainable(config: dict[str, Any], folder: str) -> None:
     spec = TrialSpec(**{**config["trial"], "hyperparams": tuple(config["trial"]["hyperparams"])})
     spec = dataclasses.replace(spec, config=str(Path(folder, spec.config)))
     run_trial(spec, Path(folder, spec.name), report=tune.report)
+
+
+def run_in_process(folder: str | Path) -> list[str]:
+    """Run (or resume) the sweep described by ``<folder>/sweep.json`` without Ray: its trials one after another in
+    this process, each with every device this process sees; returns the failed trials' names.
+
+    For a machine without Ray, or one trial per command (a sweep of one seed). The trial folders are the same as on
+    Ray, so a sweep can start on Ray and go on here or the other way round: finished trials are kept, the others
+    continue from their last checkpoint, failed ones are retried. ``sweep.json``'s resources do not apply.
+    """
+    folder = Path(folder).resolve()
+    trials, _ = load_sweep(folder)
+    failed = []
+    saved = {name: os.environ.get(name) for name in TRIAL_ENV_VARS}
+    os.environ.update(TRIAL_ENV_VARS)
+    try:
+        for spec in trials:
+            spec = dataclasses.replace(spec, config=str(folder / spec.config))
+            try:
+                run_trial(spec, folder / spec.name, report=partial(_print_evaluation, spec.name))
+            except Exception as err:  # recorded in the trial's trial.json, as on Ray; the next trial runs
+                print(f"{spec.name} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                failed.append(spec.name)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return sorted(failed)
+
+
+def _print_evaluation(name: str, row: dict[str, float]) -> None:
+    """One line per evaluation of an in-process trial (Ray prints its own table)."""
+    print(
+        f"{name}: {int(row['env_step'])} env steps, {row['wall_clock_s']:.0f} s, eval return "
+        f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f} ({int(row['eval_episodes'])} episodes)",
+        flush=True,
+    )
 
 
 def _trial_name(trial: Any) -> str:

@@ -53,7 +53,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_pretrained.atomic import write_atomic
 from sb3_pretrained.machine import cpu_description, cpu_has_native_bf16, gpu_names
-from sb3_pretrained.sb3_internals import atomic_saves, give_eval_envs_the_config_kwargs
+from sb3_pretrained.sb3_internals import VEC_ENV_CLASSES, atomic_saves, give_eval_envs_the_config_kwargs
 
 #: Seed of the eval envs, the same for every trial and every evaluation (the same eval episodes throughout).
 EVAL_SEED = 1_000_000
@@ -63,6 +63,8 @@ CHECKPOINT_FILE = "checkpoint.json"
 EVALUATION_COLUMNS = ("env_step", "wall_clock_s", "eval_return_mean", "eval_return_std", "eval_episodes")
 SHIFTS_FILE = "shifts.csv"
 SHIFT_COLUMNS = ("shift", "env_step", "eval_return_mean", "eval_return_std", "eval_episodes")
+#: rl_zoo3's ``--vec-env`` choices.
+VEC_ENVS = tuple(VEC_ENV_CLASSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +86,9 @@ class TrialSpec:
     :param num_threads: torch threads (the trial's CPUs)
     :param shifts: held-out visual shifts (:func:`sb3_pretrained.shifts.parse_shift` specs) the final agent is also
         evaluated under, with ``final_eval_episodes`` episodes each; written to ``shifts.csv``
+    :param vec_env: how the training and eval envs step (:data:`VEC_ENVS`, rl_zoo3's ``--vec-env``): ``dummy``, in
+        the trial's process, or ``subproc``, a process per env (for machines with a core per env); the same envs,
+        seeds and rewards (float32 either way: :data:`sb3_pretrained.sb3_internals.VEC_ENV_CLASSES`), the same run
     """
 
     algo: str
@@ -100,6 +105,7 @@ class TrialSpec:
     n_eval_envs: int = 1
     num_threads: int = 1
     shifts: tuple[str, ...] = ()
+    vec_env: str = "dummy"
 
     @property
     def name(self) -> str:
@@ -243,8 +249,9 @@ def _train(
     manager = ExperimentManager(
         args, spec.algo, spec.env_id, str(folder), tensorboard_log=str(folder / "tensorboard"),
         n_timesteps=spec.n_timesteps, eval_freq=-1, save_freq=-1, hyperparams=_zoo_hyperparams(spec.hyperparams),
-        trained_agent=trained_agent, seed=spec.seed, verbose=0, config=spec.config,
+        trained_agent=trained_agent, seed=spec.seed, verbose=0, config=spec.config, vec_env_type=spec.vec_env,
     )  # fmt: skip
+    manager.vec_env_class = VEC_ENV_CLASSES[spec.vec_env]
     experiment = manager.setup_experiment()
     assert experiment is not None  # None only when rl_zoo3 optimizes hyperparameters
     model, _ = experiment

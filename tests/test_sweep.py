@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from sb3_pretrained import zoo
@@ -269,3 +270,57 @@ def test_sweep_killed_resumes_and_reports(tmp_path):
     rebuilt = (tmp_path / "report" / "summary.md").read_text()
     table = [line for line in summary.splitlines() if line.startswith("| ppo |") and "broken" not in line]
     assert table == [line for line in rebuilt.splitlines() if line.startswith("| ppo |")]
+
+
+@pytest.mark.slow
+def test_sweep_without_ray_runs_in_process_and_subproc_envs_train_the_same_agent(monkeypatch, tmp_path, capsys):
+    """``--no-ray`` runs the trials one after another in this process (Ray is not even importable here): a broken
+    trial fails alone, finished ones are not rerun by ``--resume``; ``--vec-env subproc`` puts the training and eval
+    envs in processes of their own and trains the very same agent (MiniGrid's int rewards included)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    subprocess_envs = []
+    original_init = SubprocVecEnv.__init__
+
+    def recording_init(self, env_fns, *args, **kwargs):
+        subprocess_envs.append(len(env_fns))
+        original_init(self, env_fns, *args, **kwargs)
+
+    monkeypatch.setattr(SubprocVecEnv, "__init__", recording_init)
+    entry = yaml.safe_load((zoo.CONFIG_DIR / "ppo.yml").read_text())[ENV]
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump({ENV: {**entry, "env_kwargs": {"no_such_argument": 1}}}))
+    agents = {}
+    for vec_env in ("dummy", "subproc"):
+        args = ["--variants", "broken,scratch", "--conf-file", f"broken={tmp_path / 'broken.yml'}", "--seeds", "1",
+                "-f", str(tmp_path), "--name", vec_env, "--no-ray", "--vec-env", vec_env, "--n-eval-envs", "3",
+                *TINY]  # fmt: skip
+        assert main(["sweep", *args]) == 1  # 1: a trial failed
+        out, err = capsys.readouterr()
+        assert "scratch_seed0: 512 env steps" in out and "broken_seed0 failed:" in err
+        if vec_env == "dummy":  # a subprocess env's error reaches this process as a broken pipe (its own log says why)
+            assert "no_such_argument" in err and not subprocess_envs
+        else:  # broken's training envs (they fail), scratch's training and eval envs
+            assert subprocess_envs == [2, 2, 3]
+        sweep = tmp_path / vec_env
+        assert trial_state(sweep / "broken_seed0")["status"] == "error"
+        state = trial_state(sweep / "scratch_seed0")
+        assert state["status"] == "finished" and [s["env_step"] for s in state["starts"]] == [0]
+        evaluations = csv_rows(sweep / "scratch_seed0" / "evaluations.csv")
+        assert [float(r["env_step"]) for r in evaluations] == [128, 256, 384, 512]
+        assert f"| ppo | {ENV} | scratch | 1 | 0 | 0 | 512 |" in (sweep / "summary.md").read_text()
+        (saved,) = (sweep / "scratch_seed0" / "ppo").glob(f"{ENV}_*/{ENV}.zip")
+        agents[vec_env] = PPO.load(saved, device="cpu").policy.state_dict()
+    assert agents["dummy"].keys() == agents["subproc"].keys()
+    for name, weights in agents["dummy"].items():
+        assert torch.equal(weights, agents["subproc"][name]), name
+
+    mtime = (tmp_path / "dummy" / "scratch_seed0" / "evaluations.csv").stat().st_mtime_ns
+    assert main(["sweep", "--resume", str(tmp_path / "dummy"), "--no-ray"]) == 1  # the broken trial is retried
+    assert len(trial_state(tmp_path / "dummy" / "scratch_seed0")["starts"]) == 1
+    assert (tmp_path / "dummy" / "scratch_seed0" / "evaluations.csv").stat().st_mtime_ns == mtime
+    assert len(trial_state(tmp_path / "dummy" / "broken_seed0")["starts"]) == 2
+    with pytest.raises(SystemExit):
+        main(["sweep", "--resume", str(tmp_path / "dummy"), "--no-ray", "--address", "auto"])
+    assert "--no-ray runs the trials in this process: drop --address" in capsys.readouterr().err

@@ -354,8 +354,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
         "machine without Ray; each trial gets every device this process sees); --resume can switch either way",
     )  # fmt: skip
     parser.add_argument(
-        "--vec-env", choices=VEC_ENVS, default="dummy", help="how each run steps its envs, as rl_zoo3's --vec-env: "
-        "dummy, in the run's process (default), or subproc, a process per env (for spare cores)",
+        "--vec-env", choices=VEC_ENVS, help="how each run steps its envs, as rl_zoo3's --vec-env: dummy, in the run's "
+        "process (default), or subproc, a process per env (for spare cores); the same run either way, so --resume "
+        "can change it",
     )  # fmt: skip
     parser.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs (and torch threads) per run (default: 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per run, fractions share one (default: 0)")
@@ -396,6 +397,8 @@ def sweep(argv: Sequence[str]) -> int:
         if args.resume:
             folder = Path(args.resume)
             sweeps.load_sweep(folder)
+            if args.vec_env:
+                sweeps.set_vec_env(folder, args.vec_env)
         else:
             variants = [v for v in args.variants.split(",") if v]
             conf_files = dict(item.split("=", 1) for item in args.conf_file if "=" in item)
@@ -416,11 +419,15 @@ def sweep(argv: Sequence[str]) -> int:
                 n_timesteps=args.n_timesteps, conf_files=conf_files, hyperparams=args.hyperparams,
                 eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                 checkpoint_freq=args.checkpoint_freq, n_eval_envs=args.n_eval_envs, resources=resources,
-                shifts=args.shifts, trust_config=args.trust_config, vec_env=args.vec_env,
+                shifts=args.shifts, trust_config=args.trust_config, vec_env=args.vec_env or "dummy",
             )  # fmt: skip
             sweeps.save_sweep(folder, trials, resources)
         if args.no_ray:
-            failed = sweeps.run_in_process(folder)
+            try:
+                failed = sweeps.run_in_process(folder)
+            except KeyboardInterrupt:
+                print(f"\nsb3-pretrained sweep: interrupted; continue it with --resume {folder} --no-ray", file=sys.stderr)
+                return 130
         else:
             failed = sweeps.run(folder, address=args.address, resume=bool(args.resume))
         results.write_report([folder], folder)

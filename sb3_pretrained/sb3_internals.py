@@ -302,7 +302,21 @@ def recording_experiments() -> Iterator[list[Any]]:
 
 
 class Float32RewardsSubprocVecEnv(SubprocVecEnv):
-    """Item 13: SB3's ``SubprocVecEnv`` with the rewards as float32, as ``DummyVecEnv`` hands them over."""
+    """Item 13: SB3's ``SubprocVecEnv`` with the rewards as float32, as ``DummyVecEnv`` hands them over. An env that
+    fails to start in its subprocess raises an error that says so (SB3's is the pipe's ``EOFError``), and the
+    processes already started are ended."""
+
+    def __init__(self, env_fns: list[Callable[[], Any]], start_method: str | None = None) -> None:
+        try:
+            super().__init__(env_fns, start_method)
+        except (EOFError, ConnectionError) as err:
+            for process in getattr(self, "processes", []):
+                process.terminate()
+                process.join()
+            raise RuntimeError(
+                f"An env failed to start in its subprocess ({type(err).__name__} from its pipe); its own traceback is "
+                "printed above, on stderr. Run with --vec-env dummy to get the error in this process."
+            ) from err
 
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = super().step_wait()

@@ -175,8 +175,25 @@ def _trainable(config: dict[str, Any], folder: str) -> None:
     from ray import tune
 
     spec = TrialSpec(**{**config["trial"], "hyperparams": tuple(config["trial"]["hyperparams"])})
-    spec = dataclasses.replace(spec, config=str(Path(folder, spec.config)))
+    # Ray restores the trial dicts it saved; a --vec-env given on --resume is in sweep.json only
+    vec_env = {trial.name: trial.vec_env for trial in load_sweep(folder)[0]}.get(spec.name, spec.vec_env)
+    spec = dataclasses.replace(spec, config=str(Path(folder, spec.config)), vec_env=vec_env)
     run_trial(spec, Path(folder, spec.name), report=tune.report)
+
+
+def set_vec_env(folder: str | Path, vec_env: str) -> None:
+    """Make every trial of the sweep in ``folder`` step its envs with ``vec_env`` from its next start on (``--resume
+    --vec-env``): the same run either way (:attr:`sb3_pretrained.trial.TrialSpec.vec_env`), for a sweep that moves
+    to a machine with fewer or more cores.
+
+    :raises SweepError: ``folder`` is not a sweep folder, or ``vec_env`` is unknown
+    """
+    if vec_env not in VEC_ENVS:
+        raise SweepError(f"Unknown vec env '{vec_env}': choose one of {', '.join(VEC_ENVS)}.")
+    trials, resources = load_sweep(folder)
+    data = json.loads((Path(folder) / SWEEP_FILE).read_text())
+    data["trials"] = [dataclasses.asdict(dataclasses.replace(trial, vec_env=vec_env)) for trial in trials]
+    write_atomic(Path(folder) / SWEEP_FILE, json.dumps(data, indent=2) + "\n")
 
 
 def run_in_process(folder: str | Path) -> list[str]:
@@ -185,7 +202,9 @@ def run_in_process(folder: str | Path) -> list[str]:
 
     For a machine without Ray, or one trial per command (a sweep of one seed). The trial folders are the same as on
     Ray, so a sweep can start on Ray and go on here or the other way round: finished trials are kept, the others
-    continue from their last checkpoint, failed ones are retried. ``sweep.json``'s resources do not apply.
+    continue from their last checkpoint, failed ones are retried. Of ``sweep.json``'s resources only the CPUs
+    apply (each trial's torch threads, set in this process); GPUs and ``max_concurrent`` are Ray's. A Ctrl-C stops
+    the sweep (``KeyboardInterrupt``), not only the trial under way.
     """
     folder = Path(folder).resolve()
     trials, _ = load_sweep(folder)

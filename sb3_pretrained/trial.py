@@ -35,6 +35,7 @@ envs get a config's ``env_kwargs`` only when they were given on the command line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -300,9 +301,16 @@ def _train(
         manager.save_trained_model(model)
         _evaluate_shifts(spec, folder, manager, model)
     finally:
-        train_env.close()
-        eval_env.close()
+        _close(train_env)
+        _close(eval_env)
     return rows[-1]
+
+
+def _close(env: Any) -> None:
+    """Close a VecEnv; one whose subprocesses are already gone (a Ctrl-C reaches them too, a crashed env) is closed
+    as far as it can be, without an error that would replace the one in flight."""
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionError):
+        env.close()
 
 
 def _episode_returns(model: Any, env: Any, episodes: int) -> list[float]:
@@ -341,7 +349,7 @@ def _evaluate_shifts(spec: TrialSpec, folder: Path, manager: Any, model: Any) ->
                 sync_envs_normalization(train_env, env)
             returns = _episode_returns(model, env, spec.final_eval_episodes)
         finally:
-            env.close()
+            _close(env)
         rows.append({"shift": spec_text, "env_step": model.num_timesteps, "eval_return_mean": float(np.mean(returns)),
                      "eval_return_std": float(np.std(returns)), "eval_episodes": len(returns)})  # fmt: skip
     if rows:

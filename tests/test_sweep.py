@@ -295,14 +295,15 @@ def test_sweep_without_ray_runs_in_process_and_subproc_envs_train_the_same_agent
     for vec_env in ("dummy", "subproc"):
         args = ["--variants", "broken,scratch", "--conf-file", f"broken={tmp_path / 'broken.yml'}", "--seeds", "1",
                 "-f", str(tmp_path), "--name", vec_env, "--no-ray", "--vec-env", vec_env, "--n-eval-envs", "3",
-                *TINY]  # fmt: skip
+                "--shifts", "brightness=0.6", *TINY]  # fmt: skip
         assert main(["sweep", *args]) == 1  # 1: a trial failed
         out, err = capsys.readouterr()
         assert "scratch_seed0: 512 env steps" in out and "broken_seed0 failed:" in err
-        if vec_env == "dummy":  # a subprocess env's error reaches this process as a broken pipe (its own log says why)
+        if vec_env == "dummy":
             assert "no_such_argument" in err and not subprocess_envs
-        else:  # broken's training envs (they fail), scratch's training and eval envs
-            assert subprocess_envs == [2, 2, 3]
+        else:  # broken's training envs (they fail), scratch's training, eval and shifted eval envs
+            assert "An env failed to start in its subprocess" in err and "--vec-env dummy" in err
+            assert subprocess_envs == [2, 2, 3, 3]
         sweep = tmp_path / vec_env
         assert trial_state(sweep / "broken_seed0")["status"] == "error"
         state = trial_state(sweep / "scratch_seed0")
@@ -310,14 +311,18 @@ def test_sweep_without_ray_runs_in_process_and_subproc_envs_train_the_same_agent
         evaluations = csv_rows(sweep / "scratch_seed0" / "evaluations.csv")
         assert [float(r["env_step"]) for r in evaluations] == [128, 256, 384, 512]
         assert f"| ppo | {ENV} | scratch | 1 | 0 | 0 | 512 |" in (sweep / "summary.md").read_text()
+        assert [r["shift"] for r in csv_rows(sweep / "scratch_seed0" / "shifts.csv")] == ["brightness=0.6"]
         (saved,) = (sweep / "scratch_seed0" / "ppo").glob(f"{ENV}_*/{ENV}.zip")
         agents[vec_env] = PPO.load(saved, device="cpu").policy.state_dict()
     assert agents["dummy"].keys() == agents["subproc"].keys()
     for name, weights in agents["dummy"].items():
         assert torch.equal(weights, agents["subproc"][name]), name
 
+    # --resume can move a sweep to subprocess envs (the same run): sweep.json says so, the retried trial uses them
     mtime = (tmp_path / "dummy" / "scratch_seed0" / "evaluations.csv").stat().st_mtime_ns
-    assert main(["sweep", "--resume", str(tmp_path / "dummy"), "--no-ray"]) == 1  # the broken trial is retried
+    assert main(["sweep", "--resume", str(tmp_path / "dummy"), "--no-ray", "--vec-env", "subproc"]) == 1  # broken again
+    assert {t["vec_env"] for t in json.loads((tmp_path / "dummy" / "sweep.json").read_text())["trials"]} == {"subproc"}
+    assert subprocess_envs == [2, 2, 3, 3, 2]
     assert len(trial_state(tmp_path / "dummy" / "scratch_seed0")["starts"]) == 1
     assert (tmp_path / "dummy" / "scratch_seed0" / "evaluations.csv").stat().st_mtime_ns == mtime
     assert len(trial_state(tmp_path / "dummy" / "broken_seed0")["starts"]) == 2
